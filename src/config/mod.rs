@@ -1,0 +1,345 @@
+//! Configuration: raw JSON → schema check → resolved [`Config`].
+//!
+//! [`load`] reads the file; [`parse_str`] does the work and is what tests call.
+//! Nothing here talks to Docker or a registry. Every error is a [`ConfigError`],
+//! which names the file and a JSON pointer or line, and which the CLI turns into
+//! exit code 2.
+
+pub mod schema;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::reference::ImageRef;
+pub use schema::Violation;
+
+/// Largest config file accepted, in bytes (1 MiB); larger files are refused before parsing.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// A config that cannot be used. Always fatal: exit code 2, nothing contacted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}; pass the right file with -c/--config or FRESHEN_CONFIG")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not JSON, not UTF-8, or too large.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        /// The config path.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// One or more violations of the schema or of the rules the schema cannot express.
+    #[error("{path}: invalid config:\n{}", format_violations(.violations))]
+    Invalid {
+        /// The config path.
+        path: PathBuf,
+        /// Every violation found, sorted by pointer.
+        violations: Vec<Violation>,
+    },
+}
+
+fn format_violations(v: &[Violation]) -> String {
+    v.iter()
+        .map(|v| format!("  at {}: {}", if v.pointer.is_empty() { "/" } else { &v.pointer }, v.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Global options, with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Time between cycles (`options.interval`, default 5 minutes).
+    pub interval: Duration,
+    /// Builds run at once (default 1).
+    pub parallelism: usize,
+    /// Registry checks run at once (default 8).
+    pub check_concurrency: usize,
+    /// Timeout of one registry request (default 20 s).
+    pub registry_timeout: Duration,
+    /// How long running builds may finish after a stop signal (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Absolute path of the state file.
+    pub state_file: PathBuf,
+    /// tracing filter directive for the level (`info`, `debug`, …).
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Rebuild every build in the first cycle after start.
+    pub rebuild_on_start: bool,
+    /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+/// One build, with paths made absolute and references parsed.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// The build's name (the key under `builds`).
+    pub name: String,
+    /// Absolute path of the Dockerfile.
+    pub dockerfile: PathBuf,
+    /// Absolute path of the build context folder.
+    pub context: PathBuf,
+    /// Tags, normalised; the first is the one checked for existence and passed as `t`.
+    pub tags: Vec<ImageRef>,
+    /// Build args.
+    pub build_args: HashMap<String, String>,
+    /// Target stage.
+    pub target: Option<String>,
+    /// Target platform (`os/arch[/variant]`).
+    pub platform: Option<String>,
+    /// Extra labels.
+    pub labels: HashMap<String, String>,
+    /// Build without cache.
+    pub no_cache: bool,
+    /// More images to watch.
+    pub additional_images: Vec<ImageRef>,
+    /// Images never to watch.
+    pub exclude_images: Vec<ImageRef>,
+}
+
+/// A whole resolved config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute path of the config file.
+    pub path: PathBuf,
+    /// Global options.
+    pub options: Options,
+    /// Builds by name, sorted.
+    pub builds: BTreeMap<String, Build>,
+}
+
+/// Reads and resolves the config at `path`.
+///
+/// # Errors
+/// [`ConfigError::Read`] when the file cannot be read, otherwise as [`parse_str`].
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let path = std::path::absolute(path).map_err(read_err)?;
+    let meta = std::fs::metadata(&path).map_err(read_err)?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::Syntax {
+            path,
+            line: 0,
+            column: 0,
+            message: format!("config is {} bytes; the limit is {MAX_CONFIG_BYTES} bytes: is this the right file?", meta.len()),
+        });
+    }
+    let bytes = std::fs::read(&path).map_err(read_err)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError::Syntax { path: path.clone(), line, column: 0, message: "config is not UTF-8; save it as UTF-8".into() }
+    })?;
+    parse_str(&text, &path)
+}
+
+/// Resolves config `text` as if read from `path` (relative paths resolve against its folder).
+///
+/// Checks, in order: JSON syntax; the schema (all violations at once); then the
+/// rules the schema cannot express: durations, Dockerfile and context paths,
+/// references, and that no two builds produce the same tag.
+///
+/// # Errors
+/// [`ConfigError::Syntax`] for invalid JSON (with line and column), and
+/// [`ConfigError::Invalid`] with every violation and its JSON pointer.
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: format!("invalid JSON: {e}"),
+    })?;
+    let invalid = |violations| ConfigError::Invalid { path: path.to_path_buf(), violations };
+    let violations = schema::check(&raw);
+    if !violations.is_empty() {
+        return Err(invalid(violations));
+    }
+    let base_dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut v = Vec::new();
+    let options = resolve_options(&raw["options"], &base_dir, &mut v);
+    let mut builds = BTreeMap::new();
+    for (name, b) in raw["builds"].as_object().into_iter().flatten() {
+        if let Some(build) = resolve_build(name, b, &base_dir, &mut v) {
+            builds.insert(name.clone(), build);
+        }
+    }
+    check_duplicate_tags(&builds, &mut v);
+    if !v.is_empty() {
+        v.sort_by(|a: &Violation, b| a.pointer.cmp(&b.pointer));
+        return Err(invalid(v));
+    }
+    Ok(Config { path: path.to_path_buf(), options, builds })
+}
+
+fn violation(v: &mut Vec<Violation>, pointer: String, message: String) {
+    v.push(Violation { pointer, message });
+}
+
+fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -> Duration {
+    match raw.get(key) {
+        None => default,
+        Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(1)),
+        Some(Value::String(s)) => match humantime::parse_duration(s) {
+            Ok(d) if key != "interval" || !d.is_zero() => d,
+            Ok(_) => {
+                violation(v, format!("/options/{key}"), "interval must be greater than zero".into());
+                default
+            }
+            Err(e) => {
+                violation(v, format!("/options/{key}"), format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\""));
+                default
+            }
+        },
+        Some(_) => default,
+    }
+}
+
+fn resolve_options(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Options {
+    let mut warnings = Vec::new();
+    let level = raw.get("log_level").or_else(|| raw.get("log-level"));
+    let log_level = match level {
+        Some(Value::Number(n)) => match n.as_u64().unwrap_or(20) {
+            0..=9 => "trace",
+            10..=19 => "debug",
+            20..=29 => "info",
+            30..=39 => "warn",
+            _ => "error",
+        }
+        .to_string(),
+        Some(Value::String(s)) => match s.to_lowercase().as_str() {
+            "warning" => "warn".to_string(),
+            "critical" => "error".to_string(),
+            other => other.to_string(),
+        },
+        _ => "info".to_string(),
+    };
+    if raw.get("log-format").is_some() {
+        warnings.push("options.log-format (a Python logging format) is ignored; use options.log_format: \"text\" or \"json\"".into());
+    }
+    let log_format = match raw.get("log_format").and_then(Value::as_str) {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let state_file = match raw.get("state_file").and_then(Value::as_str) {
+        Some(p) => base_dir.join(p),
+        None => match std::env::var_os("STATE_DIRECTORY") {
+            // systemd's StateDirectory= may list several folders separated by ':'; the first is ours.
+            Some(dir) => PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or("")).join("state.json"),
+            None => base_dir.join("freshen-state.json"),
+        },
+    };
+    Options {
+        interval: duration(raw, "interval", Duration::from_secs(300), v),
+        parallelism: raw.get("parallelism").and_then(Value::as_u64).unwrap_or(1) as usize,
+        check_concurrency: raw.get("check_concurrency").and_then(Value::as_u64).unwrap_or(8) as usize,
+        registry_timeout: duration(raw, "registry_timeout", Duration::from_secs(20), v),
+        shutdown_grace: duration(raw, "shutdown_grace", Duration::from_secs(30), v),
+        state_file,
+        log_level,
+        log_format,
+        rebuild_on_start: raw.get("rebuild_on_start").and_then(Value::as_bool).unwrap_or(false),
+        warnings,
+    }
+}
+
+fn string_map(raw: &Value) -> HashMap<String, String> {
+    raw.as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn references(raw: &Value, pointer: &str, v: &mut Vec<Violation>) -> Vec<ImageRef> {
+    let mut out = Vec::new();
+    for (i, item) in raw.as_array().into_iter().flatten().enumerate() {
+        match ImageRef::parse(item.as_str().unwrap_or_default()) {
+            Ok(r) => out.push(r),
+            Err(e) => violation(v, format!("{pointer}/{i}"), e.to_string()),
+        }
+    }
+    out
+}
+
+/// Escapes a key for use in a JSON pointer (RFC 6901: `~` → `~0`, `/` → `~1`).
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Option<Build> {
+    let at = format!("/builds/{}", escape_pointer(name));
+    let before = v.len();
+    let mut dockerfile = base_dir.join(raw["dockerfile"].as_str().unwrap_or_default());
+    if dockerfile.is_dir() {
+        dockerfile = dockerfile.join("Dockerfile");
+    }
+    if !dockerfile.is_file() {
+        violation(v, format!("{at}/dockerfile"), format!("{} does not exist or is not a file; give the path of a Dockerfile, or of a folder holding one named Dockerfile, relative to the config's folder", dockerfile.display()));
+    }
+    let context = match raw.get("context").or_else(|| raw.get("build_dir")).and_then(Value::as_str) {
+        Some(c) => base_dir.join(c),
+        None => dockerfile.parent().unwrap_or(base_dir).to_path_buf(),
+    };
+    if !context.is_dir() {
+        let key = if raw.get("context").is_some() { "context" } else { "build_dir" };
+        violation(v, format!("{at}/{key}"), format!("build context {} is not a folder; give the folder whose files the Dockerfile COPYs", context.display()));
+    }
+    let tags = match raw.get("tag").and_then(Value::as_str) {
+        Some(t) => references(&Value::Array(vec![Value::String(t.into())]), &format!("{at}/tag"), v),
+        None => references(&raw["tags"], &format!("{at}/tags"), v),
+    };
+    let additional_images = references(&raw["additional_images"], &format!("{at}/additional_images"), v);
+    let exclude_images = references(&raw["exclude_images"], &format!("{at}/exclude_images"), v);
+    if v.len() > before {
+        return None;
+    }
+    Some(Build {
+        name: name.to_string(),
+        dockerfile: std::path::absolute(&dockerfile).unwrap_or(dockerfile),
+        context: std::path::absolute(&context).unwrap_or(context),
+        tags,
+        build_args: string_map(&raw["build_args"]),
+        target: raw.get("target").and_then(Value::as_str).map(str::to_string),
+        platform: raw.get("platform").and_then(Value::as_str).map(str::to_string),
+        labels: string_map(&raw["labels"]),
+        no_cache: raw.get("no_cache").and_then(Value::as_bool).unwrap_or(false),
+        additional_images,
+        exclude_images,
+    })
+}
+
+fn check_duplicate_tags(builds: &BTreeMap<String, Build>, v: &mut Vec<Violation>) {
+    let mut seen: HashMap<&ImageRef, &str> = HashMap::new();
+    for (name, b) in builds {
+        for tag in &b.tags {
+            if let Some(other) = seen.insert(tag, name) {
+                violation(
+                    v,
+                    format!("/builds/{}", escape_pointer(name)),
+                    format!("tag {tag} is also produced by build \"{other}\"; each tag must come from one build"),
+                );
+            }
+        }
+    }
+}

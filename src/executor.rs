@@ -1,0 +1,194 @@
+//! Runs a plan's builds: in topological order, at most `parallelism` at once,
+//! each starting as soon as its parents in this cycle have succeeded and a slot
+//! is free. A failed build's descendants are skipped; independent builds go on.
+//! On cancellation no new build starts, and running ones get `grace` to finish.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How one build of the plan ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Built and tagged.
+    Built {
+        /// Wall time in seconds.
+        seconds: f64,
+    },
+    /// The build failed.
+    Failed {
+        /// The error, with the last lines of build output.
+        error: String,
+        /// Wall time in seconds.
+        seconds: f64,
+    },
+    /// Not started because a parent failed or was skipped.
+    Skipped {
+        /// The parent that failed.
+        parent: String,
+    },
+    /// Not started, or stopped, because of shutdown.
+    Cancelled,
+}
+
+/// Runs `order` (topologically sorted build names) with `parents` (each
+/// build's parents within `order`), calling `run` for each build.
+///
+/// `run` returns `Ok(())` on success or the error text. Returns the outcome of
+/// every build in `order`.
+pub async fn execute<F, Fut>(
+    order: &[String],
+    parents: &HashMap<String, Vec<String>>,
+    parallelism: usize,
+    cancel: &CancellationToken,
+    grace: Duration,
+    run: F,
+) -> BTreeMap<String, Outcome>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut running: JoinSet<(String, Result<(), String>, f64)> = JoinSet::new();
+    let mut started: HashSet<String> = HashSet::new();
+    let parallelism = parallelism.max(1);
+    loop {
+        if !cancel.is_cancelled() {
+            for name in order {
+                if running.len() >= parallelism {
+                    break;
+                }
+                if started.contains(name) || outcomes.contains_key(name) {
+                    continue;
+                }
+                let ps = parents.get(name).map(Vec::as_slice).unwrap_or_default();
+                if let Some(bad) = ps.iter().find(|p| matches!(outcomes.get(*p), Some(o) if !matches!(o, Outcome::Built { .. }))) {
+                    tracing::warn!(build = %name, parent = %bad, "skipped: parent build did not succeed");
+                    outcomes.insert(name.clone(), Outcome::Skipped { parent: bad.clone() });
+                    continue;
+                }
+                if ps.iter().all(|p| matches!(outcomes.get(p), Some(Outcome::Built { .. }))) {
+                    started.insert(name.clone());
+                    let fut = run(name.clone());
+                    let name = name.clone();
+                    running.spawn(async move {
+                        let t = Instant::now();
+                        let r = fut.await;
+                        (name, r, t.elapsed().as_secs_f64())
+                    });
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let joined = tokio::select! {
+            j = running.join_next() => j,
+            _ = cancel.cancelled(), if !cancel.is_cancelled() => continue,
+        };
+        match joined {
+            Some(Ok((name, Ok(()), seconds))) => {
+                outcomes.insert(name, Outcome::Built { seconds });
+            }
+            Some(Ok((name, Err(error), seconds))) => {
+                outcomes.insert(name, Outcome::Failed { error, seconds });
+            }
+            Some(Err(e)) => tracing::error!("build task ended abnormally: {e}"),
+            None => break,
+        }
+        // After the loop re-checks, a cancelled executor only waits, and only for `grace`.
+        if cancel.is_cancelled() {
+            wait_with_grace(&mut running, &mut outcomes, grace).await;
+            break;
+        }
+    }
+    for name in order {
+        outcomes.entry(name.clone()).or_insert(Outcome::Cancelled);
+    }
+    outcomes
+}
+
+async fn wait_with_grace(
+    running: &mut JoinSet<(String, Result<(), String>, f64)>,
+    outcomes: &mut BTreeMap<String, Outcome>,
+    grace: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while !running.is_empty() {
+        match tokio::time::timeout_at(deadline, running.join_next()).await {
+            Ok(Some(Ok((name, r, seconds)))) => {
+                let o = match r {
+                    Ok(()) => Outcome::Built { seconds },
+                    Err(error) => Outcome::Failed { error, seconds },
+                };
+                outcomes.insert(name, o);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(running = running.len(), "shutdown grace period over; abandoning running builds");
+                running.abort_all();
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn failure_skips_descendants_not_siblings() {
+        let order = s(&["a", "b", "c", "d"]);
+        let parents: HashMap<String, Vec<String>> = [("b".to_string(), s(&["a"])), ("c".to_string(), s(&["b"]))].into();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let r = ran.clone();
+        let out = execute(&order, &parents, 2, &CancellationToken::new(), Duration::from_secs(1), move |n| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().push(n.clone());
+                if n == "b" { Err("boom".into()) } else { Ok(()) }
+            }
+        })
+        .await;
+        assert!(matches!(out["a"], Outcome::Built { .. }));
+        assert!(matches!(out["b"], Outcome::Failed { .. }));
+        assert_eq!(out["c"], Outcome::Skipped { parent: "b".into() });
+        assert!(matches!(out["d"], Outcome::Built { .. }));
+        let ran = ran.lock().unwrap();
+        assert!(ran.iter().position(|x| x == "a") < ran.iter().position(|x| x == "b"));
+        assert!(!ran.contains(&"c".to_string()));
+    }
+
+    #[tokio::test]
+    async fn respects_parallelism() {
+        let order = s(&["a", "b", "c", "d", "e"]);
+        let live = Arc::new(Mutex::new((0usize, 0usize)));
+        let l = live.clone();
+        execute(&order, &HashMap::new(), 2, &CancellationToken::new(), Duration::from_secs(1), move |_| {
+            let l = l.clone();
+            async move {
+                {
+                    let mut g = l.lock().unwrap();
+                    g.0 += 1;
+                    g.1 = g.1.max(g.0);
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                l.lock().unwrap().0 -= 1;
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(live.lock().unwrap().1, 2);
+    }
+}

@@ -1,0 +1,38 @@
+//! freshen keeps Docker images fresh: it finds each Dockerfile's base image,
+//! asks the registry with one HEAD request whether that base has a new digest,
+//! and rebuilds every affected image and the images built on top of them, in
+//! dependency order.
+//!
+//! # Layout
+//! - [`cli`]: clap definitions and subcommands (run, `--once`, plan, graph, validate).
+//! - [`config`]: raw JSON → schema check → resolved [`config::Config`].
+//! - [`reference`]: image references: parse, normalise, compare (pure).
+//! - [`dockerfile`]: base-image resolution: stages, ARG expansion (pure).
+//! - [`project`]: a config resolved against its Dockerfiles; `plan` output (pure but for one reader).
+//! - [`graph`]: build graph: edges, cycles, descendants, topological order (pure).
+//! - [`plan`]: (project, digests, state) → what to rebuild and why (pure).
+//! - [`registry`]: digest checks against registries: HEAD, auth, retries.
+//! - [`engine`]: trait [`engine::Engine`] and the bollard implementation; build contexts.
+//! - [`executor`]: runs a plan: ordering, parallelism, failure propagation.
+//! - [`state`]: versioned state file, atomic writes.
+//! - [`cycle`]: one cycle: check → plan → execute → record.
+//! - [`watcher`]: the loop; one cycle at a time; shutdown.
+//!
+//! Dependencies point one way: the pure core (`reference`, `dockerfile`,
+//! `graph`, `plan`) imports no tokio, bollard or HTTP.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod cycle;
+pub mod dockerfile;
+pub mod engine;
+pub mod executor;
+pub mod graph;
+pub mod plan;
+pub mod project;
+pub mod reference;
+pub mod registry;
+pub mod state;
+pub mod watcher;

@@ -1,0 +1,145 @@
+//! A config resolved against its Dockerfiles: each build's base and watched
+//! images, and the dependency graph. [`analyse`] is pure and takes the
+//! Dockerfile texts; [`read_dockerfiles`] is the thin I/O edge that reads them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::config::{Build, Config};
+use crate::dockerfile::{self, ResolveInput, Resolution};
+use crate::graph::{BuildGraph, CycleError, Node};
+use crate::reference::ImageRef;
+
+/// Largest Dockerfile read, in bytes (16 MiB); a larger one is an error for its build.
+pub const MAX_DOCKERFILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One build after resolution.
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    /// The build from the config.
+    pub build: Build,
+    /// The resolved base, or the per-build error (file, line and what is wrong).
+    pub resolution: Result<Resolution, String>,
+    /// Watched images: the base (unless excluded) plus `additional_images`,
+    /// minus `exclude_images`; normalised, sorted, without duplicates.
+    pub watched: Vec<ImageRef>,
+}
+
+/// A config with every build resolved and the graph built.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Builds by name.
+    pub builds: BTreeMap<String, Analysed>,
+    /// Dependency graph over all builds (builds with errors are nodes without edges to parents).
+    pub graph: BuildGraph,
+}
+
+impl Project {
+    /// The build that produces `image` as one of its tags, if any.
+    pub fn producer_of(&self, image: &ImageRef) -> Option<&str> {
+        self.builds.values().find(|a| a.build.tags.contains(image)).map(|a| a.build.name.as_str())
+    }
+}
+
+/// Reads each build's Dockerfile. A read error becomes that build's error text.
+pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, String>> {
+    config
+        .builds
+        .values()
+        .map(|b| {
+            let text = std::fs::metadata(&b.dockerfile)
+                .and_then(|m| {
+                    if m.len() > MAX_DOCKERFILE_BYTES {
+                        Err(std::io::Error::other(format!("{} bytes is over the {MAX_DOCKERFILE_BYTES}-byte limit", m.len())))
+                    } else {
+                        std::fs::read(&b.dockerfile)
+                    }
+                })
+                .map_err(|e| format!("{}: cannot read Dockerfile: {e}", b.dockerfile.display()))
+                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| format!("{}: Dockerfile is not UTF-8 text", b.dockerfile.display())));
+            (b.name.clone(), text)
+        })
+        .collect()
+}
+
+/// Resolves every build of `config` against `texts` (build name → Dockerfile text or read error).
+///
+/// # Errors
+/// [`CycleError`] when builds depend on each other in a cycle: a config error.
+pub fn analyse(config: &Config, texts: &HashMap<String, Result<String, String>>) -> Result<Project, CycleError> {
+    let mut builds = BTreeMap::new();
+    for b in config.builds.values() {
+        let resolution = match texts.get(&b.name) {
+            Some(Ok(text)) => {
+                let input = ResolveInput { build_args: Some(&b.build_args), target: b.target.as_deref(), platform: b.platform.as_deref() };
+                dockerfile::resolve(text, &input).map_err(|e| format!("{}: {e}", b.dockerfile.display()))
+            }
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("{}: Dockerfile was not read", b.dockerfile.display())),
+        };
+        let mut watched: Vec<ImageRef> = resolution.as_ref().ok().and_then(|r| r.base.clone()).into_iter().collect();
+        watched.extend(b.additional_images.iter().cloned());
+        watched.retain(|w| !b.exclude_images.contains(w));
+        watched.sort();
+        watched.dedup();
+        builds.insert(b.name.clone(), Analysed { build: b.clone(), resolution, watched });
+    }
+    let nodes: Vec<Node> =
+        builds.values().map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.watched.clone() }).collect();
+    let graph = BuildGraph::new(&nodes)?;
+    Ok(Project { builds, graph })
+}
+
+/// One build in `freshen plan --format json`.
+#[derive(Debug, Serialize)]
+pub struct PlanEntry {
+    /// Build name.
+    pub name: String,
+    /// Dockerfile path as given (absolute).
+    pub dockerfile: String,
+    /// Final stage's FROM text after ARG expansion.
+    pub from: Option<String>,
+    /// Normalised base, null for scratch or on error.
+    pub base: Option<String>,
+    /// Base is digest-pinned.
+    pub pinned: bool,
+    /// Builds this one is built on.
+    pub parents: Vec<String>,
+    /// Watched images, normalised and sorted.
+    pub watched: Vec<String>,
+    /// The per-build error, if any.
+    pub error: Option<String>,
+}
+
+/// The whole `freshen plan --format json` document.
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    /// Every build, by name.
+    pub builds: Vec<PlanEntry>,
+    /// Topological order of the builds without errors.
+    pub order: Vec<String>,
+}
+
+/// The offline view of `project` printed by `freshen plan`.
+pub fn plan_report(project: &Project) -> PlanReport {
+    let builds = project
+        .builds
+        .values()
+        .map(|a| {
+            let r = a.resolution.as_ref().ok();
+            PlanEntry {
+                name: a.build.name.clone(),
+                dockerfile: a.build.dockerfile.display().to_string(),
+                from: r.map(|r| r.from.clone()),
+                base: r.and_then(|r| r.base.as_ref()).map(ToString::to_string),
+                pinned: r.is_some_and(Resolution::pinned),
+                parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
+                watched: a.watched.iter().map(ToString::to_string).collect(),
+                error: a.resolution.as_ref().err().cloned(),
+            }
+        })
+        .collect();
+    let order = project.graph.order().into_iter().filter(|n| project.builds[n].resolution.is_ok()).collect();
+    PlanReport { builds, order }
+}

@@ -1,0 +1,146 @@
+//! The loop: connect, then tick → check → plan → execute, one cycle at a time,
+//! until the cancellation token fires (daemon) or after one cycle (`--once`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::cycle::{self, CycleInput, CycleReport};
+use crate::engine::{DockerEngine, Engine, EngineError};
+use crate::project::Project;
+use crate::registry::{HttpRegistry, Registry};
+use crate::state::{self, Loaded, State};
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mode {
+    /// One cycle, then return.
+    pub once: bool,
+    /// Check and plan; build nothing.
+    pub dry_run: bool,
+}
+
+/// Longest wait between engine connection attempts in daemon mode.
+const MAX_ENGINE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Loads state, or starts empty (builds are then re-seeded from image labels).
+///
+/// A corrupt file is moved aside with a warning. An unreadable one is logged and
+/// treated as missing, so that the daemon keeps running.
+pub fn load_state(path: &std::path::Path) -> State {
+    match state::load(path) {
+        Ok(Loaded::Found(s)) => s,
+        Ok(Loaded::Missing) => {
+            tracing::info!(path = %path.display(), "no state file; re-seeding from image labels");
+            State::default()
+        }
+        Ok(Loaded::Corrupt { moved_to, reason }) => {
+            tracing::warn!(path = %path.display(), moved_to = %moved_to.display(), %reason, "state file is corrupt; moved aside, re-seeding from image labels");
+            State::default()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "re-seeding from image labels");
+            State::default()
+        }
+    }
+}
+
+/// Connects to the engine. With `once`, the first failure is returned; otherwise
+/// it retries with exponential backoff (1 s doubling to 60 s) until `cancel` fires.
+///
+/// # Errors
+/// [`EngineError::Unreachable`] in `once` mode, or when cancelled before connecting.
+pub async fn connect_engine(once: bool, cancel: &CancellationToken) -> Result<DockerEngine, EngineError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match DockerEngine::connect().await {
+            Ok(e) => return Ok(e),
+            Err(e) if once => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?delay, "Docker engine not answering; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return Err(e),
+                }
+                delay = (delay * 2).min(MAX_ENGINE_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Runs cycles for `config` and `project` with `engine`, until `cancel` fires or,
+/// with `mode.once`, after one cycle. Returns the last cycle's report.
+pub async fn run(config: &Config, project: Project, engine: Arc<dyn Engine>, mode: Mode, cancel: CancellationToken) -> Option<CycleReport> {
+    let opts = &config.options;
+    let state = Arc::new(Mutex::new(load_state(&opts.state_file)));
+    let registry: Arc<dyn Registry> = Arc::new(HttpRegistry::new(opts.registry_timeout));
+    let project = Arc::new(project);
+    let mut first = true;
+    loop {
+        let input = CycleInput {
+            project: project.clone(),
+            engine: engine.clone(),
+            registry: registry.clone(),
+            state: state.clone(),
+            state_path: opts.state_file.clone(),
+            parallelism: opts.parallelism,
+            check_concurrency: opts.check_concurrency,
+            shutdown_grace: opts.shutdown_grace,
+            rebuild_all: first && opts.rebuild_on_start,
+            dry_run: mode.dry_run,
+            cancel: cancel.clone(),
+        };
+        let span = tracing::info_span!("cycle");
+        let report = {
+            let _g = span.enter();
+            cycle::run(&input).await
+        };
+        log_summary(&report);
+        first = false;
+        if mode.once || cancel.is_cancelled() {
+            return Some(report);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(opts.interval) => {}
+            _ = cancel.cancelled() => return Some(report),
+        }
+    }
+}
+
+/// One info line per cycle: checks, changes, and build outcomes with durations.
+fn log_summary(r: &CycleReport) {
+    let changed: Vec<String> = r
+        .checks
+        .iter()
+        .filter(|c| c.old.is_some() && c.new.is_some() && c.old != c.new)
+        .map(|c| format!("{} {} → {}", c.image, short(c.old.as_deref()), short(c.new.as_deref())))
+        .collect();
+    let failed_checks = r.checks.iter().filter(|c| c.error.is_some()).count();
+    let (built, failed, skipped) = r.counts();
+    tracing::info!(
+        checked = r.checks.len(),
+        check_failed = failed_checks,
+        changed = ?changed,
+        rebuilt = built,
+        failed,
+        skipped,
+        seconds = format!("{:.2}", r.seconds),
+        "cycle done"
+    );
+    if let Some(e) = &r.state_error {
+        tracing::error!(error = %e, "state was not saved this cycle; the last good state file is kept");
+    }
+    for (name, o) in &r.outcomes {
+        tracing::info!(build = %name, outcome = ?o, "build result");
+    }
+}
+
+/// `sha256:0123456789ab` (the first 12 hex digits), for logs.
+pub fn short(d: Option<&str>) -> String {
+    match d {
+        Some(d) => d.chars().take(19).collect(),
+        None => "-".into(),
+    }
+}
