@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The main job, offline: a local registry, a busybox base, two builds on it
+# (app is built on lib), freshen --once, a new base pushed, freshen --once again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/engine.sh start
+cargo build --release --quiet
+FRESHEN=$PWD/target/release/freshen
+WORK=$(mktemp -d /tmp/freshen-demo.XXXXXX)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REG=127.0.0.1:$PORT
+cleanup() {
+  docker images -q --filter "label=freshen.demo=$PORT" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  [ -n "${REGPID:-}" ] && kill "$REGPID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat >"$WORK/registry.yml" <<YML
+version: 0.1
+log: {level: warn, accesslog: {disabled: false}}
+storage: {filesystem: {rootdirectory: $WORK/registry-data}, delete: {enabled: true}}
+http: {addr: $REG}
+YML
+docker-registry serve "$WORK/registry.yml" >>"$WORK/registry.log" 2>&1 &
+REGPID=$!
+for _ in $(seq 1 50); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+
+push_base() { # $1: version text baked into the base
+  mkdir -p "$WORK/base" && cp /bin/busybox "$WORK/base/busybox"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && echo %s > /etc/base-version"]\n' "$1" >"$WORK/base/Dockerfile"
+  docker build -q --label "freshen.demo=$PORT" -t "$REG/demo/base:1" "$WORK/base" >/dev/null
+  docker push -q "$REG/demo/base:1" >/dev/null
+  echo "== pushed $REG/demo/base:1 ($1): $(curl -sI -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG/v2/demo/base/manifests/1" | tr -d '\r' | grep -i docker-content-digest)"
+}
+
+mkdir -p "$WORK/lib" "$WORK/app"
+printf 'ARG BASE=%s/demo/base:1\nFROM $BASE\nRUN echo lib > /lib-layer\n' "$REG" >"$WORK/lib/Dockerfile"
+printf 'FROM %s/demo/lib:latest\nRUN cat /etc/base-version > /app-built-on\n' "$REG" >"$WORK/app/Dockerfile"
+cat >"$WORK/config.json" <<JSON
+{
+  "options": {"interval": "5m", "parallelism": 2, "state_file": "state.json"},
+  "builds": {
+    "lib": {"dockerfile": "lib", "tags": ["$REG/demo/lib:latest"], "labels": {"freshen.demo": "$PORT"}},
+    "app": {"dockerfile": "app/Dockerfile", "tags": ["$REG/demo/app:latest"], "labels": {"freshen.demo": "$PORT"}}
+  }
+}
+JSON
+
+push_base v1
+echo "== freshen plan"
+"$FRESHEN" -c "$WORK/config.json" plan
+echo "== freshen --once (first run: images are missing, both are built)"
+"$FRESHEN" -c "$WORK/config.json" --once
+echo "== freshen --once (nothing changed: one HEAD, no build)"
+: >"$WORK/registry.log"
+"$FRESHEN" -c "$WORK/config.json" --once
+echo "   registry requests: $(grep -c '"HEAD ' "$WORK/registry.log") HEAD, $(grep -c '"GET ' "$WORK/registry.log" || true) GET"
+push_base v2
+echo "== freshen --once (new base: lib, then app, rebuilt)"
+"$FRESHEN" -c "$WORK/config.json" --once
+echo "== app now contains: $(docker run --rm "$REG/demo/app:latest" cat /app-built-on)"
+docker ps -aq --filter "ancestor=$REG/demo/app:latest" | xargs -r docker rm -f >/dev/null
