@@ -1,0 +1,218 @@
+//! Shared helpers for the integration tests: a real registry (Debian's
+//! `docker-registry`) on 127.0.0.1 at a free port, busybox base images built
+//! `FROM scratch`, a unique image prefix per test, and cleanup on drop.
+//!
+//! Every image a test makes carries the label `freshen.test=<prefix>`, and
+//! [`Env`]'s `Drop` removes all images with that label, so old images left
+//! untagged by rebuilds are removed too.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// True when a Docker engine answers. With `CI=true`, a missing engine panics:
+/// nothing skips silently in CI.
+pub fn engine_available() -> bool {
+    let ok = Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true but no Docker engine answers; run scripts/engine.sh start");
+    }
+    if !ok {
+        eprintln!("SKIPPED: no Docker engine answers (run scripts/engine.sh start)");
+    }
+    ok
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A registry process and its access log.
+pub struct Registry {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Registry {
+    /// Starts `docker-registry serve` with storage and access log under `dir`.
+    pub fn start(dir: &Path) -> Registry {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("registry.log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("docker-registry runs (apt-get install docker-registry)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry { addr, child, log }
+    }
+
+    /// Clears the access log.
+    pub fn clear_log(&self) {
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&self.log).unwrap();
+    }
+
+    /// Access log lines (`"METHOD /path HTTP/1.1" status …`) since the last clear.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_uppercase()))
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One test's world: a temp folder, a registry, a unique prefix, cleanup on drop.
+pub struct Env {
+    /// Temp folder holding the config, Dockerfiles and state.
+    pub dir: tempfile::TempDir,
+    /// The registry.
+    pub registry: Registry,
+    /// Unique prefix for this test's image names and its cleanup label.
+    pub prefix: String,
+}
+
+impl Env {
+    /// A new world for the test `name`.
+    pub fn new(name: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start(dir.path());
+        let prefix = format!("freshen-test-{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), name);
+        Env { dir, registry, prefix }
+    }
+
+    /// `127.0.0.1:PORT/<prefix>/<repo>`.
+    pub fn image(&self, repo_tag: &str) -> String {
+        format!("{}/{}/{repo_tag}", self.registry.addr, self.prefix)
+    }
+
+    /// Builds a base `FROM scratch` with static busybox and `/etc/base-version`
+    /// holding `version`, tags it as [`Env::image`]`(repo_tag)` and pushes it.
+    pub fn push_base(&self, repo_tag: &str, version: &str) {
+        let ctx = self.dir.path().join(format!("base-{}", repo_tag.replace([':', '/'], "_")));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("static busybox (apt-get install busybox-static)");
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox --install -s /bin && echo {version} > /etc/base-version\"]\n"),
+        )
+        .unwrap();
+        let image = self.image(repo_tag);
+        docker(&["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()]);
+        docker(&["push", "-q", &image]);
+    }
+
+    /// Writes `text` to `rel` under the temp folder, creating folders.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+        p
+    }
+
+    /// Writes `config.json` with `builds` (a JSON object) and `options`;
+    /// every build gets the cleanup label. Returns the path.
+    pub fn config(&self, options: serde_json::Value, mut builds: serde_json::Value) -> PathBuf {
+        for (_, b) in builds.as_object_mut().unwrap() {
+            b["labels"] = serde_json::json!({"freshen.test": self.prefix});
+        }
+        let mut options = options;
+        if options.get("state_file").is_none() {
+            options["state_file"] = "state.json".into();
+        }
+        let cfg = serde_json::json!({"options": options, "builds": builds});
+        self.write("config.json", &serde_json::to_string_pretty(&cfg).unwrap())
+    }
+
+    /// Path of the state file the default config uses.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    /// Runs `freshen -c config.json <args>`.
+    pub fn freshen(&self, args: &[&str]) -> Output {
+        let out = freshen_cmd(&self.dir.path().join("config.json"), args).output().unwrap();
+        eprintln!("freshen {args:?} → {:?}\n{}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+        out
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args(["images", "-aq", "--filter", &format!("label=freshen.test={}", self.prefix)])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let mut ids: Vec<&str> = ids.split_whitespace().collect();
+        ids.sort();
+        ids.dedup();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").arg("rmi").arg("-f").args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// The freshen binary under test with `-c config` and `args`; logs at debug.
+pub fn freshen_cmd(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_freshen"));
+    c.arg("-c").arg(config).args(args).env("RUST_LOG", "freshen=debug");
+    c
+}
+
+/// Runs the docker CLI; panics with its output on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The image ID of `reference`, or `None` when the engine has no such image.
+pub fn image_id(reference: &str) -> Option<String> {
+    let out = Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", reference]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A label of `reference`.
+pub fn label(reference: &str, key: &str) -> Option<String> {
+    let out = Command::new("docker").args(["image", "inspect", "-f", &format!("{{{{index .Config.Labels \"{key}\"}}}}"), reference]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Reads a file from `reference` by running it once (container removed).
+pub fn cat(reference: &str, path: &str) -> String {
+    docker(&["run", "--rm", reference, "cat", path])
+}
