@@ -26,7 +26,13 @@ pub const EXIT_CONFIG: i32 = 2;
 #[command(name = "freshen", version, about, long_about = None)]
 pub struct Args {
     /// Config file.
-    #[arg(short, long, env = "FRESHEN_CONFIG", default_value = "config.json", global = true)]
+    #[arg(
+        short,
+        long,
+        env = "FRESHEN_CONFIG",
+        default_value = "config.json",
+        global = true
+    )]
     pub config: PathBuf,
     /// Run one cycle and exit (for cron and CI).
     #[arg(long)]
@@ -83,24 +89,44 @@ pub fn run(args: Args) -> i32 {
     };
     match args.command {
         Some(Command::Validate) => {
-            println!("{}: valid, {} builds", config.path.display(), config.builds.len());
+            println!(
+                "{}: valid, {} builds",
+                config.path.display(),
+                config.builds.len()
+            );
             EXIT_OK
         }
-        Some(Command::Plan) => print_plan(&project, args.format),
+        Some(Command::Plan) => print_plan(
+            &project,
+            config.path.parent().unwrap_or(std::path::Path::new("/")),
+            args.format,
+        ),
         Some(Command::Graph) => print_graph(&project, args.format),
         None => {
             init_logging(&config);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
-            runtime.block_on(run_watcher(&config, project, Mode { once: args.once, dry_run: args.dry_run }, args.format))
+            runtime.block_on(run_watcher(
+                &config,
+                project,
+                Mode {
+                    once: args.once,
+                    dry_run: args.dry_run,
+                },
+                args.format,
+            ))
         }
     }
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("freshen={},warn", config.options.log_level)));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("freshen={},warn", config.options.log_level))
+    });
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.options.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -115,7 +141,10 @@ fn init_logging(config: &Config) {
 fn spawn_signal_handler(cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -125,7 +154,9 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 _ = int.recv() => {}
             }
             if n == 0 {
-                tracing::info!("stop signal: no new builds; running builds get the shutdown grace period");
+                tracing::info!(
+                    "stop signal: no new builds; running builds get the shutdown grace period"
+                );
                 cancel.cancel();
             } else {
                 tracing::warn!("second stop signal: exiting now");
@@ -151,11 +182,22 @@ async fn run_watcher(config: &Config, project: Project, mode: Mode, format: Form
     };
     tracing::info!(builds = config.builds.len(), interval = ?config.options.interval, "freshen started");
     let once = mode.once || mode.dry_run;
-    let report = watcher::run(config, project, engine, Mode { once, ..mode }, cancel.clone()).await;
+    let report = watcher::run(
+        config,
+        project,
+        engine,
+        Mode { once, ..mode },
+        cancel.clone(),
+    )
+    .await;
     match report {
         Some(r) if once => {
             print_report(&r, format, mode.dry_run);
-            if r.failed() && !cancel.is_cancelled() { EXIT_FAILED } else { EXIT_OK }
+            if r.failed() && !cancel.is_cancelled() {
+                EXIT_FAILED
+            } else {
+                EXIT_OK
+            }
         }
         _ => {
             tracing::info!("stopped");
@@ -166,7 +208,10 @@ async fn run_watcher(config: &Config, project: Project, mode: Mode, format: Form
 
 fn print_report(r: &CycleReport, format: Format, dry_run: bool) {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(r).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).expect("report serialises")
+        );
         return;
     }
     for (name, d) in &r.decisions {
@@ -179,10 +224,13 @@ fn print_report(r: &CycleReport, format: Format, dry_run: bool) {
     }
 }
 
-fn print_plan(project: &Project, format: Format) -> i32 {
-    let report = project::plan_report(project);
+fn print_plan(project: &Project, config_dir: &std::path::Path, format: Format) -> i32 {
+    let report = project::plan_report(project, config_dir);
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("plan serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("plan serialises")
+        );
     } else {
         for b in &report.builds {
             match &b.error {
@@ -192,7 +240,11 @@ fn print_plan(project: &Project, format: Format) -> i32 {
                     b.name,
                     b.base.as_deref().unwrap_or("scratch"),
                     if b.pinned { " (pinned)" } else { "" },
-                    if b.parents.is_empty() { String::new() } else { format!(" [after {}]", b.parents.join(", ")) }
+                    if b.parents.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [after {}]", b.parents.join(", "))
+                    }
                 ),
             }
         }
@@ -212,9 +264,19 @@ fn print_graph(project: &Project, format: Format) -> i32 {
                 .graph
                 .order()
                 .into_iter()
-                .flat_map(|n| project.graph.children(&n).into_iter().map(move |c| (n.clone(), c.to_string())).collect::<Vec<_>>())
+                .flat_map(|n| {
+                    project
+                        .graph
+                        .children(&n)
+                        .into_iter()
+                        .map(move |c| (n.clone(), c.to_string()))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
-            println!("{}", serde_json::json!({"nodes": project.graph.order(), "edges": edges}));
+            println!(
+                "{}",
+                serde_json::json!({"nodes": project.graph.order(), "edges": edges})
+            );
         }
         _ => print!("{}", project.graph.to_dot()),
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::config::{Build, Config};
-use crate::dockerfile::{self, ResolveInput, Resolution};
+use crate::dockerfile::{self, Resolution, ResolveInput};
 use crate::graph::{BuildGraph, CycleError, Node};
 use crate::reference::ImageRef;
 
@@ -38,7 +38,10 @@ pub struct Project {
 impl Project {
     /// The build that produces `image` as one of its tags, if any.
     pub fn producer_of(&self, image: &ImageRef) -> Option<&str> {
-        self.builds.values().find(|a| a.build.tags.contains(image)).map(|a| a.build.name.as_str())
+        self.builds
+            .values()
+            .find(|a| a.build.tags.contains(image))
+            .map(|a| a.build.name.as_str())
     }
 }
 
@@ -51,13 +54,20 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
             let text = std::fs::metadata(&b.dockerfile)
                 .and_then(|m| {
                     if m.len() > MAX_DOCKERFILE_BYTES {
-                        Err(std::io::Error::other(format!("{} bytes is over the {MAX_DOCKERFILE_BYTES}-byte limit", m.len())))
+                        Err(std::io::Error::other(format!(
+                            "{} bytes is over the {MAX_DOCKERFILE_BYTES}-byte limit",
+                            m.len()
+                        )))
                     } else {
                         std::fs::read(&b.dockerfile)
                     }
                 })
                 .map_err(|e| format!("{}: cannot read Dockerfile: {e}", b.dockerfile.display()))
-                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| format!("{}: Dockerfile is not UTF-8 text", b.dockerfile.display())));
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| {
+                        format!("{}: Dockerfile is not UTF-8 text", b.dockerfile.display())
+                    })
+                });
             (b.name.clone(), text)
         })
         .collect()
@@ -67,26 +77,55 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
 ///
 /// # Errors
 /// [`CycleError`] when builds depend on each other in a cycle: a config error.
-pub fn analyse(config: &Config, texts: &HashMap<String, Result<String, String>>) -> Result<Project, CycleError> {
+pub fn analyse(
+    config: &Config,
+    texts: &HashMap<String, Result<String, String>>,
+) -> Result<Project, CycleError> {
     let mut builds = BTreeMap::new();
     for b in config.builds.values() {
         let resolution = match texts.get(&b.name) {
             Some(Ok(text)) => {
-                let input = ResolveInput { build_args: Some(&b.build_args), target: b.target.as_deref(), platform: b.platform.as_deref() };
-                dockerfile::resolve(text, &input).map_err(|e| format!("{}: {e}", b.dockerfile.display()))
+                let input = ResolveInput {
+                    build_args: Some(&b.build_args),
+                    target: b.target.as_deref(),
+                    platform: b.platform.as_deref(),
+                };
+                dockerfile::resolve(text, &input)
+                    .map_err(|e| format!("{}: {e}", b.dockerfile.display()))
             }
             Some(Err(e)) => Err(e.clone()),
-            None => Err(format!("{}: Dockerfile was not read", b.dockerfile.display())),
+            None => Err(format!(
+                "{}: Dockerfile was not read",
+                b.dockerfile.display()
+            )),
         };
-        let mut watched: Vec<ImageRef> = resolution.as_ref().ok().and_then(|r| r.base.clone()).into_iter().collect();
+        let mut watched: Vec<ImageRef> = resolution
+            .as_ref()
+            .ok()
+            .and_then(|r| r.base.clone())
+            .into_iter()
+            .collect();
         watched.extend(b.additional_images.iter().cloned());
         watched.retain(|w| !b.exclude_images.contains(w));
         watched.sort();
         watched.dedup();
-        builds.insert(b.name.clone(), Analysed { build: b.clone(), resolution, watched });
+        builds.insert(
+            b.name.clone(),
+            Analysed {
+                build: b.clone(),
+                resolution,
+                watched,
+            },
+        );
     }
-    let nodes: Vec<Node> =
-        builds.values().map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.watched.clone() }).collect();
+    let nodes: Vec<Node> = builds
+        .values()
+        .map(|a| Node {
+            name: a.build.name.clone(),
+            tags: a.build.tags.clone(),
+            uses: a.watched.clone(),
+        })
+        .collect();
     let graph = BuildGraph::new(&nodes)?;
     Ok(Project { builds, graph })
 }
@@ -96,7 +135,7 @@ pub fn analyse(config: &Config, texts: &HashMap<String, Result<String, String>>)
 pub struct PlanEntry {
     /// Build name.
     pub name: String,
-    /// Dockerfile path as given (absolute).
+    /// Dockerfile path, relative to the config's folder when under it.
     pub dockerfile: String,
     /// Final stage's FROM text after ARG expansion.
     pub from: Option<String>,
@@ -121,8 +160,9 @@ pub struct PlanReport {
     pub order: Vec<String>,
 }
 
-/// The offline view of `project` printed by `freshen plan`.
-pub fn plan_report(project: &Project) -> PlanReport {
+/// The offline view of `project` printed by `freshen plan`; Dockerfile paths
+/// are shown relative to `config_dir` when they lie under it.
+pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanReport {
     let builds = project
         .builds
         .values()
@@ -130,16 +170,32 @@ pub fn plan_report(project: &Project) -> PlanReport {
             let r = a.resolution.as_ref().ok();
             PlanEntry {
                 name: a.build.name.clone(),
-                dockerfile: a.build.dockerfile.display().to_string(),
+                dockerfile: a
+                    .build
+                    .dockerfile
+                    .strip_prefix(config_dir)
+                    .unwrap_or(&a.build.dockerfile)
+                    .display()
+                    .to_string(),
                 from: r.map(|r| r.from.clone()),
                 base: r.and_then(|r| r.base.as_ref()).map(ToString::to_string),
                 pinned: r.is_some_and(Resolution::pinned),
-                parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
+                parents: project
+                    .graph
+                    .parents(&a.build.name)
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 watched: a.watched.iter().map(ToString::to_string).collect(),
                 error: a.resolution.as_ref().err().cloned(),
             }
         })
         .collect();
-    let order = project.graph.order().into_iter().filter(|n| project.builds[n].resolution.is_ok()).collect();
+    let order = project
+        .graph
+        .order()
+        .into_iter()
+        .filter(|n| project.builds[n].resolution.is_ok())
+        .collect();
     PlanReport { builds, order }
 }

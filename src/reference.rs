@@ -49,7 +49,10 @@ impl ImageRef {
     /// repository, has an invalid tag or digest, or is otherwise not a reference
     /// under the distribution/reference grammar.
     pub fn parse(text: &str) -> Result<Self, ReferenceError> {
-        let err = |reason: String| ReferenceError { text: text.to_string(), reason };
+        let err = |reason: String| ReferenceError {
+            text: text.to_string(),
+            reason,
+        };
         if text.trim() != text || text.is_empty() {
             return Err(err("empty or surrounded by whitespace".into()));
         }
@@ -101,7 +104,10 @@ impl ImageRef {
     /// The manifest reference for `/v2/<name>/manifests/<reference>`: the digest
     /// when pinned, else the tag (OCI distribution spec, "Pulling manifests").
     pub fn manifest_reference(&self) -> &str {
-        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
     }
 
     /// `registry/repository` without tag or digest, as it appears before `@` in RepoDigests.
@@ -127,7 +133,9 @@ impl ImageRef {
         if host == "localhost" {
             return true;
         }
-        host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        host.parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
     }
 }
 
@@ -165,7 +173,10 @@ mod tests {
         assert_eq!(n("index.docker.io/x/y"), "docker.io/x/y:latest");
         assert_eq!(n("localhost:5000/a/b"), "localhost:5000/a/b:latest");
         assert_eq!(n("user/app:1"), "docker.io/user/app:1");
-        assert_eq!(ImageRef::parse("alpine").unwrap(), ImageRef::parse("docker.io/library/alpine:latest").unwrap());
+        assert_eq!(
+            ImageRef::parse("alpine").unwrap(),
+            ImageRef::parse("docker.io/library/alpine:latest").unwrap()
+        );
     }
 
     #[test]
@@ -188,10 +199,21 @@ mod tests {
 
     #[test]
     fn loopback_registries() {
-        assert!(ImageRef::parse("localhost:5000/a").unwrap().is_loopback_registry());
-        assert!(ImageRef::parse("127.0.0.1:5000/a").unwrap().is_loopback_registry());
-        assert!(ImageRef::parse("127.1.2.3:5000/a").unwrap().is_loopback_registry());
-        assert!(!ImageRef::parse("registry.example.com/a").unwrap().is_loopback_registry());
-        assert_eq!(ImageRef::parse("alpine").unwrap().api_host(), "registry-1.docker.io");
+        assert!(ImageRef::parse("localhost:5000/a")
+            .unwrap()
+            .is_loopback_registry());
+        assert!(ImageRef::parse("127.0.0.1:5000/a")
+            .unwrap()
+            .is_loopback_registry());
+        assert!(ImageRef::parse("127.1.2.3:5000/a")
+            .unwrap()
+            .is_loopback_registry());
+        assert!(!ImageRef::parse("registry.example.com/a")
+            .unwrap()
+            .is_loopback_registry());
+        assert_eq!(
+            ImageRef::parse("alpine").unwrap().api_host(),
+            "registry-1.docker.io"
+        );
     }
 }

@@ -43,7 +43,13 @@ pub enum ExpandError {
 /// [`ExpandError::Syntax`] for an unterminated `${`, quote, or an unknown modifier.
 pub fn expand_word(word: &str, vars: &Vars, escape: char) -> Result<String, ExpandError> {
     let chars: Vec<char> = word.chars().collect();
-    let mut lexer = Lexer { chars: &chars, pos: 0, vars, escape, word };
+    let mut lexer = Lexer {
+        chars: &chars,
+        pos: 0,
+        vars,
+        escape,
+        word,
+    };
     lexer.process(None)
 }
 
@@ -57,7 +63,10 @@ struct Lexer<'a> {
 
 impl Lexer<'_> {
     fn syntax(&self, reason: &str) -> ExpandError {
-        ExpandError::Syntax { word: self.word.to_string(), reason: reason.to_string() }
+        ExpandError::Syntax {
+            word: self.word.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     fn peek(&self) -> Option<char> {
@@ -156,7 +165,9 @@ impl Lexer<'_> {
             return Err(self.syntax("missing variable name after '${'"));
         }
         let value = self.vars.get(&name);
-        let Some(c) = self.peek() else { return Err(self.syntax("missing '}'")) };
+        let Some(c) = self.peek() else {
+            return Err(self.syntax("missing '}'"));
+        };
         self.pos += 1;
         if c == '}' {
             return Ok(value.cloned().unwrap_or_default());
@@ -171,18 +182,26 @@ impl Lexer<'_> {
         };
         let word = self.process(Some('}'))?;
         self.pos += 1; // the '}'
-        // With ':', an empty value counts as unset (POSIX parameter expansion).
+                       // With ':', an empty value counts as unset (POSIX parameter expansion).
         let set = match value {
             Some(v) => !(colon && v.is_empty()),
             None => false,
         };
         match op {
-            '-' => Ok(if set { value.cloned().unwrap_or_default() } else { word }),
+            '-' => Ok(if set {
+                value.cloned().unwrap_or_default()
+            } else {
+                word
+            }),
             '+' => Ok(if set { word } else { String::new() }),
             '?' if set => Ok(value.cloned().unwrap_or_default()),
             '?' => Err(ExpandError::Required {
                 name: name.clone(),
-                message: if word.is_empty() { "is not allowed to be unset".into() } else { word },
+                message: if word.is_empty() {
+                    "is not allowed to be unset".into()
+                } else {
+                    word
+                },
             }),
             other => Err(self.syntax(&format!("unsupported modifier '{other}' in ${{{name}…}}"))),
         }
@@ -221,7 +240,10 @@ mod tests {
         assert_eq!(x("${E:+x}").unwrap(), "");
         assert_eq!(x("${E+x}").unwrap(), "x");
         assert_eq!(x("${U:-${A}:${T}}").unwrap(), "alpine:3.20");
-        assert!(matches!(x("${U:?need it}"), Err(ExpandError::Required { .. })));
+        assert!(matches!(
+            x("${U:?need it}"),
+            Err(ExpandError::Required { .. })
+        ));
         assert_eq!(x("${A:?need it}").unwrap(), "alpine");
     }
 

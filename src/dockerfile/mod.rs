@@ -109,10 +109,17 @@ pub fn resolve(text: &str, input: &ResolveInput<'_>) -> Result<Resolution, Docke
         if message.contains("expected at least one FROM") {
             DockerfileError::NoFrom
         } else {
-            DockerfileError::Syntax { line: e.line(), message }
+            DockerfileError::Syntax {
+                line: e.line(),
+                message,
+            }
         }
     })?;
-    let escape = parsed.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
+    let escape = parsed
+        .parser_directives
+        .escape
+        .as_ref()
+        .map_or('\\', |d| d.value.value);
 
     let mut vars = platform_args(input.platform);
     for arg in parsed.global_args() {
@@ -121,7 +128,10 @@ pub fn resolve(text: &str, input: &ResolveInput<'_>) -> Result<Resolution, Docke
             let value = match input.build_args.and_then(|b| b.get(&name)) {
                 Some(v) => Some(v.clone()),
                 None => match default {
-                    Some(d) => Some(expand_word(&d, &vars, escape).map_err(|source| DockerfileError::Expand { line, source })?),
+                    Some(d) => Some(
+                        expand_word(&d, &vars, escape)
+                            .map_err(|source| DockerfileError::Expand { line, source })?,
+                    ),
                     None => None,
                 },
             };
@@ -134,12 +144,24 @@ pub fn resolve(text: &str, input: &ResolveInput<'_>) -> Result<Resolution, Docke
 
     let mut stages: Vec<StageBase> = Vec::new();
     for ins in &parsed.instructions {
-        let Instruction::From(from) = ins else { continue };
+        let Instruction::From(from) = ins else {
+            continue;
+        };
         let line = line_of(from.image.span.start);
-        let expanded = expand_word(&from.image.value, &vars, escape).map_err(|source| DockerfileError::Expand { line, source })?;
-        let parent_stage = stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&expanded)));
+        let expanded = expand_word(&from.image.value, &vars, escape)
+            .map_err(|source| DockerfileError::Expand { line, source })?;
+        let parent_stage = stages.iter().position(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&expanded))
+        });
         let name = from.as_.as_ref().map(|(_, n)| n.value.to_string());
-        stages.push(StageBase { name, text: expanded, line, parent_stage });
+        stages.push(StageBase {
+            name,
+            text: expanded,
+            line,
+            parent_stage,
+        });
     }
     if stages.is_empty() {
         return Err(DockerfileError::NoFrom);
@@ -159,9 +181,20 @@ pub fn resolve(text: &str, input: &ResolveInput<'_>) -> Result<Resolution, Docke
     let base = if root.text.eq_ignore_ascii_case("scratch") {
         None
     } else {
-        Some(ImageRef::parse(&root.text).map_err(|e| DockerfileError::Reference { line: root.line, text: root.text.clone(), reason: e.reason })?)
+        Some(
+            ImageRef::parse(&root.text).map_err(|e| DockerfileError::Reference {
+                line: root.line,
+                text: root.text.clone(),
+                reason: e.reason,
+            })?,
+        )
     };
-    Ok(Resolution { from, base, base_line: root.line, stage_count: stages.len() })
+    Ok(Resolution {
+        from,
+        base,
+        base_line: root.line,
+        stage_count: stages.len(),
+    })
 }
 
 /// The automatic platform ARGs that BuildKit defines in the global scope
@@ -219,13 +252,22 @@ mod tests {
     use super::*;
 
     fn base(text: &str) -> Option<String> {
-        resolve(text, &ResolveInput::default()).unwrap().base.map(|b| b.to_string())
+        resolve(text, &ResolveInput::default())
+            .unwrap()
+            .base
+            .map(|b| b.to_string())
     }
 
     #[test]
     fn final_stage_and_aliases() {
-        assert_eq!(base("FROM alpine:3 AS base\nFROM base AS deps\nRUN x\nFROM DEPS\n").as_deref(), Some("docker.io/library/alpine:3"));
-        assert_eq!(base("FROM golang AS b\nFROM scratch\nCOPY --from=b /x /x\n"), None);
+        assert_eq!(
+            base("FROM alpine:3 AS base\nFROM base AS deps\nRUN x\nFROM DEPS\n").as_deref(),
+            Some("docker.io/library/alpine:3")
+        );
+        assert_eq!(
+            base("FROM golang AS b\nFROM scratch\nCOPY --from=b /x /x\n"),
+            None
+        );
     }
 
     #[test]
@@ -233,14 +275,25 @@ mod tests {
         let text = "ARG REG=localhost:5000\nARG T=1\nFROM $REG/lib:${T:-0}\n";
         assert_eq!(base(text).as_deref(), Some("localhost:5000/lib:1"));
         let args: HashMap<String, String> = [("T".to_string(), "2".to_string())].into();
-        let r = resolve(text, &ResolveInput { build_args: Some(&args), ..Default::default() }).unwrap();
+        let r = resolve(
+            text,
+            &ResolveInput {
+                build_args: Some(&args),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(r.from, "localhost:5000/lib:2");
     }
 
     #[test]
     fn platform_flag_ignored_and_pinned() {
         let d = "a".repeat(64);
-        let r = resolve(&format!("FROM --platform=$BUILDPLATFORM busybox:1@sha256:{d}\n"), &ResolveInput::default()).unwrap();
+        let r = resolve(
+            &format!("FROM --platform=$BUILDPLATFORM busybox:1@sha256:{d}\n"),
+            &ResolveInput::default(),
+        )
+        .unwrap();
         assert!(r.pinned());
         assert_eq!(r.base.unwrap().tag(), Some("1"));
     }
@@ -248,17 +301,40 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let e = resolve("RUN x\n", &ResolveInput::default()).unwrap_err();
-        assert!(matches!(&e, DockerfileError::Syntax { line: 1, message } if message.contains("FROM")), "{e:?}");
-        assert_eq!(resolve("", &ResolveInput::default()), Err(DockerfileError::NoFrom));
+        assert!(
+            matches!(&e, DockerfileError::Syntax { line: 1, message } if message.contains("FROM")),
+            "{e:?}"
+        );
+        assert_eq!(
+            resolve("", &ResolveInput::default()),
+            Err(DockerfileError::NoFrom)
+        );
         let e = resolve("# c\nFROM Bad:1\n", &ResolveInput::default()).unwrap_err();
-        assert!(matches!(e, DockerfileError::Reference { line: 2, .. }), "{e:?}");
+        assert!(
+            matches!(e, DockerfileError::Reference { line: 2, .. }),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn target_selects_stage() {
         let text = "FROM a:1 AS one\nFROM b:2 AS two\n";
-        let r = resolve(text, &ResolveInput { target: Some("one"), ..Default::default() }).unwrap();
+        let r = resolve(
+            text,
+            &ResolveInput {
+                target: Some("one"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(r.base.unwrap().to_string(), "docker.io/library/a:1");
-        assert!(resolve(text, &ResolveInput { target: Some("nope"), ..Default::default() }).is_err());
+        assert!(resolve(
+            text,
+            &ResolveInput {
+                target: Some("nope"),
+                ..Default::default()
+            }
+        )
+        .is_err());
     }
 }

@@ -73,7 +73,11 @@ fn parse_params(s: &str) -> HashMap<String, String> {
 /// Docker Hub's credentials are stored under `https://index.docker.io/v1/`
 /// (docker CLI `registry.IndexServer`).
 pub fn credentials(registry: &str) -> Option<(String, String)> {
-    let server = if registry == "docker.io" { "https://index.docker.io/v1/" } else { registry };
+    let server = if registry == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
     match docker_credential::get_credential(server).ok()? {
         docker_credential::DockerCredential::UsernamePassword(u, p) => Some((u, p)),
         // An identity token is sent as the password with the placeholder user, as the docker CLI does.
@@ -87,7 +91,9 @@ mod tests {
 
     #[test]
     fn parses_bearer_and_basic() {
-        let c = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#);
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -96,7 +102,10 @@ mod tests {
                 scope: Some("repository:library/alpine:pull".into())
             })
         );
-        assert_eq!(parse_challenge("Basic realm=\"basic-realm\""), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge("Basic realm=\"basic-realm\""),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate"), None);
     }
 }
