@@ -3,6 +3,7 @@
 //! Exit codes: 0 all good (nothing to do included), 1 a check or build failed
 //! (or the engine is unreachable with `--once`), 2 a config or usage error.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, LogFormat};
 use crate::cycle::CycleReport;
+use crate::engine::Engine;
 use crate::project::{self, Project};
 use crate::watcher::{self, Mode};
 
@@ -26,13 +28,7 @@ pub const EXIT_CONFIG: i32 = 2;
 #[command(name = "freshen", version, about, long_about = None)]
 pub struct Args {
     /// Config file.
-    #[arg(
-        short,
-        long,
-        env = "FRESHEN_CONFIG",
-        default_value = "config.json",
-        global = true
-    )]
+    #[arg(short, long, env = "FRESHEN_CONFIG", default_value = "config.json", global = true)]
     pub config: PathBuf,
     /// Run one cycle and exit (for cron and CI).
     #[arg(long)]
@@ -80,7 +76,7 @@ pub fn run(args: Args) -> i32 {
         }
     };
     let texts = project::read_dockerfiles(&config);
-    let project = match project::analyse(&config, &texts) {
+    let project = match project::analyse(&config, &texts, None) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("freshen: {}: {e}", config.path.display());
@@ -89,44 +85,24 @@ pub fn run(args: Args) -> i32 {
     };
     match args.command {
         Some(Command::Validate) => {
-            println!(
-                "{}: valid, {} builds",
-                config.path.display(),
-                config.builds.len()
-            );
+            println!("{}: valid, {} builds", config.path.display(), config.builds.len());
             EXIT_OK
         }
-        Some(Command::Plan) => print_plan(
-            &project,
-            config.path.parent().unwrap_or(std::path::Path::new("/")),
-            args.format,
-        ),
+        Some(Command::Plan) => print_plan(&project, config.path.parent().unwrap_or(std::path::Path::new("/")), args.format),
         Some(Command::Graph) => print_graph(&project, args.format),
         None => {
             init_logging(&config);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
-            runtime.block_on(run_watcher(
-                &config,
-                project,
-                Mode {
-                    once: args.once,
-                    dry_run: args.dry_run,
-                },
-                args.format,
-            ))
+            runtime.block_on(run_watcher(&config, &texts, Mode { once: args.once, dry_run: args.dry_run }, args.format))
         }
     }
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("freshen={},warn", config.options.log_level))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("freshen={},warn", config.options.log_level)));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match config.options.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -141,10 +117,7 @@ fn init_logging(config: &Config) {
 fn spawn_signal_handler(cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -154,9 +127,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 _ = int.recv() => {}
             }
             if n == 0 {
-                tracing::info!(
-                    "stop signal: no new builds; running builds get the shutdown grace period"
-                );
+                tracing::info!("stop signal: no new builds; running builds get the shutdown grace period");
                 cancel.cancel();
             } else {
                 tracing::warn!("second stop signal: exiting now");
@@ -166,7 +137,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
-async fn run_watcher(config: &Config, project: Project, mode: Mode, format: Format) -> i32 {
+async fn run_watcher(config: &Config, texts: &HashMap<String, Result<String, String>>, mode: Mode, format: Format) -> i32 {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     let engine = match watcher::connect_engine(mode.once || mode.dry_run, &cancel).await {
@@ -180,16 +151,18 @@ async fn run_watcher(config: &Config, project: Project, mode: Mode, format: Form
             return EXIT_FAILED;
         }
     };
-    tracing::info!(builds = config.builds.len(), interval = ?config.options.interval, "freshen started");
+    // Resolve again with the engine's platform for the automatic platform ARGs.
+    let platform = engine.platform().await.ok();
+    let project = match project::analyse(config, texts, platform.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("freshen: {}: {e}", config.path.display());
+            return EXIT_CONFIG;
+        }
+    };
+    tracing::info!(builds = config.builds.len(), interval = ?config.options.interval, platform = ?platform, "freshen started");
     let once = mode.once || mode.dry_run;
-    let report = watcher::run(
-        config,
-        project,
-        engine,
-        Mode { once, ..mode },
-        cancel.clone(),
-    )
-    .await;
+    let report = watcher::run(config, project, engine, Mode { once, ..mode }, cancel.clone()).await;
     match report {
         Some(r) if once => {
             print_report(&r, format, mode.dry_run);
@@ -208,10 +181,7 @@ async fn run_watcher(config: &Config, project: Project, mode: Mode, format: Form
 
 fn print_report(r: &CycleReport, format: Format, dry_run: bool) {
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(r).expect("report serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(r).expect("report serialises"));
         return;
     }
     for (name, d) in &r.decisions {
@@ -227,10 +197,7 @@ fn print_report(r: &CycleReport, format: Format, dry_run: bool) {
 fn print_plan(project: &Project, config_dir: &std::path::Path, format: Format) -> i32 {
     let report = project::plan_report(project, config_dir);
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("plan serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&report).expect("plan serialises"));
     } else {
         for b in &report.builds {
             match &b.error {
@@ -240,11 +207,7 @@ fn print_plan(project: &Project, config_dir: &std::path::Path, format: Format) -
                     b.name,
                     b.base.as_deref().unwrap_or("scratch"),
                     if b.pinned { " (pinned)" } else { "" },
-                    if b.parents.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" [after {}]", b.parents.join(", "))
-                    }
+                    if b.parents.is_empty() { String::new() } else { format!(" [after {}]", b.parents.join(", ")) }
                 ),
             }
         }
@@ -264,19 +227,9 @@ fn print_graph(project: &Project, format: Format) -> i32 {
                 .graph
                 .order()
                 .into_iter()
-                .flat_map(|n| {
-                    project
-                        .graph
-                        .children(&n)
-                        .into_iter()
-                        .map(move |c| (n.clone(), c.to_string()))
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|n| project.graph.children(&n).into_iter().map(move |c| (n.clone(), c.to_string())).collect::<Vec<_>>())
                 .collect();
-            println!(
-                "{}",
-                serde_json::json!({"nodes": project.graph.order(), "edges": edges})
-            );
+            println!("{}", serde_json::json!({"nodes": project.graph.order(), "edges": edges}));
         }
         _ => print!("{}", project.graph.to_dot()),
     }

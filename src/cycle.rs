@@ -87,16 +87,8 @@ impl CycleReport {
     /// True when any check or build failed (exit code 1 for `--once`).
     pub fn failed(&self) -> bool {
         self.state_error.is_some()
-            || self
-                .decisions
-                .values()
-                .any(|d| matches!(d, Decision::CheckFailed { .. } | Decision::Error { .. }))
-            || self.outcomes.values().any(|o| {
-                matches!(
-                    o,
-                    Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled
-                )
-            })
+            || self.decisions.values().any(|d| matches!(d, Decision::CheckFailed { .. } | Decision::Error { .. }))
+            || self.outcomes.values().any(|o| matches!(o, Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled))
     }
 
     /// Counts: (rebuilt, failed, skipped).
@@ -118,33 +110,17 @@ pub async fn run(input: &CycleInput) -> CycleReport {
     let existing = inspect_outputs(input).await;
     let plan = {
         let st = input.state.lock().expect("state lock");
-        plan::plan(
-            project,
-            &current,
-            &existing,
-            &st,
-            input.rebuild_all,
-            state::now_secs(),
-        )
+        plan::plan(project, &current, &existing, &st, input.rebuild_all, state::now_secs())
     };
     let mut state_error = {
         let mut st = input.state.lock().expect("state lock");
         for c in &checks {
             if let (Some(digest), Some(source)) = (&c.new, c.source) {
-                st.images.insert(
-                    c.image.clone(),
-                    ImageRecord {
-                        digest: digest.clone(),
-                        source,
-                        seen_at: state::now_secs(),
-                    },
-                );
+                st.images.insert(c.image.clone(), ImageRecord { digest: digest.clone(), source, seen_at: state::now_secs() });
             }
         }
         st.builds.extend(plan.adopted.clone());
-        state::save(&input.state_path, &st)
-            .err()
-            .map(|e| e.to_string())
+        state::save(&input.state_path, &st).err().map(|e| e.to_string())
     };
     for (name, d) in &plan.decisions {
         match d {
@@ -159,16 +135,7 @@ pub async fn run(input: &CycleInput) -> CycleReport {
             .order
             .iter()
             .map(|n| {
-                (
-                    n.clone(),
-                    project
-                        .graph
-                        .parents(n)
-                        .into_iter()
-                        .filter(|p| plan.order.iter().any(|o| o == p))
-                        .map(String::from)
-                        .collect(),
-                )
+                (n.clone(), project.graph.parents(n).into_iter().filter(|p| plan.order.iter().any(|o| o == p)).map(String::from).collect())
             })
             .collect();
         let shared = Arc::new(BuildShared {
@@ -179,30 +146,17 @@ pub async fn run(input: &CycleInput) -> CycleReport {
             current: current.clone(),
             save_error: Mutex::new(None),
         });
-        outcomes = executor::execute(
-            &plan.order,
-            &parents,
-            input.parallelism,
-            &input.cancel,
-            input.shutdown_grace,
-            |name| {
-                let shared = shared.clone();
-                async move { build_one(&shared, &name).await }
-            },
-        )
+        outcomes = executor::execute(&plan.order, &parents, input.parallelism, &input.cancel, input.shutdown_grace, |name| {
+            let shared = shared.clone();
+            async move { build_one(&shared, &name).await }
+        })
         .await;
         let save_error = shared.save_error.lock().expect("lock").take();
         if save_error.is_some() {
             state_error = save_error;
         }
     }
-    CycleReport {
-        checks,
-        decisions: plan.decisions,
-        outcomes,
-        state_error,
-        seconds: started.elapsed().as_secs_f64(),
-    }
+    CycleReport { checks, decisions: plan.decisions, outcomes, state_error, seconds: started.elapsed().as_secs_f64() }
 }
 
 /// A digest and where it came from, or why the check failed.
@@ -211,16 +165,11 @@ type CheckResult = Result<(String, DigestSource), String>;
 /// The current digest of every watched image, each checked once.
 async fn check_all(input: &CycleInput) -> (HashMap<String, Observed>, Vec<CheckReport>) {
     let project = &input.project;
-    let mut images: Vec<ImageRef> = project
-        .builds
-        .values()
-        .filter(|a| a.resolution.is_ok())
-        .flat_map(|a| a.watched.iter().cloned())
-        .collect();
+    let mut images: Vec<ImageRef> =
+        project.builds.values().filter(|a| a.resolution.is_ok()).flat_map(|a| a.watched.iter().cloned()).collect();
     images.sort();
     images.dedup();
-    let prior: BTreeMap<String, ImageRecord> =
-        input.state.lock().expect("state lock").images.clone();
+    let prior: BTreeMap<String, ImageRecord> = input.state.lock().expect("state lock").images.clone();
     let results: Vec<(ImageRef, CheckResult)> = stream::iter(images)
         .map(|image| {
             let prior = prior.get(image.as_str()).cloned();
@@ -239,24 +188,12 @@ async fn check_all(input: &CycleInput) -> (HashMap<String, Observed>, Vec<CheckR
         match r {
             Ok((digest, source)) => {
                 current.insert(image.to_string(), Observed::Digest(digest.clone()));
-                checks.push(CheckReport {
-                    image: image.to_string(),
-                    old,
-                    new: Some(digest),
-                    source: Some(source),
-                    error: None,
-                });
+                checks.push(CheckReport { image: image.to_string(), old, new: Some(digest), source: Some(source), error: None });
             }
             Err(e) => {
                 tracing::warn!(image = %image, error = %e, "check failed");
                 current.insert(image.to_string(), Observed::Failed(e.clone()));
-                checks.push(CheckReport {
-                    image: image.to_string(),
-                    old,
-                    new: None,
-                    source: None,
-                    error: Some(e),
-                });
+                checks.push(CheckReport { image: image.to_string(), old, new: None, source: None, error: Some(e) });
             }
         }
     }
@@ -266,11 +203,7 @@ async fn check_all(input: &CycleInput) -> (HashMap<String, Observed>, Vec<CheckR
 
 /// One image's digest: pinned, another build's output, the registry, or (for
 /// a base the registry does not serve) the engine's local image ID.
-async fn check_one(
-    input: &CycleInput,
-    image: &ImageRef,
-    prior: Option<&ImageRecord>,
-) -> Result<(String, DigestSource), String> {
+async fn check_one(input: &CycleInput, image: &ImageRef, prior: Option<&ImageRecord>) -> Result<(String, DigestSource), String> {
     if let Some(d) = image.digest() {
         return Ok((d.to_string(), DigestSource::Pinned));
     }
@@ -295,9 +228,7 @@ async fn check_one(
             tracing::debug!(image = %image, error = %registry_error, "registry check failed; using the local image ID");
             Ok((info.id, DigestSource::Local))
         }
-        Ok(None) => Err(format!(
-            "{registry_error}, and the engine has no local image {image}"
-        )),
+        Ok(None) => Err(format!("{registry_error}, and the engine has no local image {image}")),
         Err(e) => Err(format!("{registry_error}; engine: {e}")),
     }
 }
@@ -316,13 +247,7 @@ async fn inspect_outputs(input: &CycleInput) -> HashMap<String, Existing> {
                 None
             }
         };
-        out.insert(
-            name.clone(),
-            Existing {
-                exists: info.is_some(),
-                labels: info.as_ref().and_then(labels_record),
-            },
-        );
+        out.insert(name.clone(), Existing { exists: info.is_some(), labels: info.as_ref().and_then(labels_record) });
     }
     out
 }
@@ -335,13 +260,7 @@ pub fn labels_record(info: &ImageInfo) -> Option<BTreeMap<String, String>> {
         }
     }
     let name = ImageRef::parse(info.labels.get(LABEL_BASE_NAME)?).ok()?;
-    Some(
-        [(
-            name.to_string(),
-            info.labels.get(LABEL_BASE_DIGEST)?.clone(),
-        )]
-        .into(),
-    )
+    Some([(name.to_string(), info.labels.get(LABEL_BASE_DIGEST)?.clone())].into())
 }
 
 struct BuildShared {
@@ -359,12 +278,7 @@ async fn build_one(s: &BuildShared, name: &str) -> Result<(), String> {
     let b = &a.build;
     let mut built_from = BTreeMap::new();
     for image in &a.watched {
-        built_from.insert(
-            image.to_string(),
-            used_digest(s, image, b.platform.as_deref())
-                .await
-                .map_err(|e| format!("{image}: {e}"))?,
-        );
+        built_from.insert(image.to_string(), used_digest(s, image, b.platform.as_deref()).await.map_err(|e| format!("{image}: {e}"))?);
     }
     let mut labels = b.labels.clone();
     if let Some(base) = a.resolution.as_ref().ok().and_then(|r| r.base.as_ref()) {
@@ -373,10 +287,7 @@ async fn build_one(s: &BuildShared, name: &str) -> Result<(), String> {
             labels.insert(LABEL_BASE_DIGEST.into(), d.clone());
         }
     }
-    labels.insert(
-        LABEL_BUILT_FROM.into(),
-        serde_json::to_string(&built_from).expect("map serialises"),
-    );
+    labels.insert(LABEL_BUILT_FROM.into(), serde_json::to_string(&built_from).expect("map serialises"));
     let request = BuildRequest {
         name: name.to_string(),
         context: b.context.clone(),
@@ -392,15 +303,8 @@ async fn build_one(s: &BuildShared, name: &str) -> Result<(), String> {
     let id = s.engine.build(&request).await.map_err(|e| e.to_string())?;
     tracing::info!(build = %name, image = %id, "built");
     let mut st = s.input_state.lock().expect("state lock");
-    st.builds.insert(
-        name.to_string(),
-        BuildRecord {
-            built_from,
-            image_id: Some(id),
-            recorded_at: state::now_secs(),
-            origin: "built".into(),
-        },
-    );
+    st.builds
+        .insert(name.to_string(), BuildRecord { built_from, image_id: Some(id), recorded_at: state::now_secs(), origin: "built".into() });
     if let Err(e) = state::save(&s.state_path, &st) {
         tracing::error!(error = %e, "state not saved");
         *s.save_error.lock().expect("lock") = Some(e.to_string());
@@ -410,23 +314,13 @@ async fn build_one(s: &BuildShared, name: &str) -> Result<(), String> {
 
 /// The digest a build actually uses for `image`: pulls a registry image whose
 /// current digest the engine lacks, then reads it back from `RepoDigests`.
-async fn used_digest(
-    s: &BuildShared,
-    image: &ImageRef,
-    platform: Option<&str>,
-) -> Result<String, String> {
+async fn used_digest(s: &BuildShared, image: &ImageRef, platform: Option<&str>) -> Result<String, String> {
     if let Some(d) = image.digest() {
         return Ok(d.to_string());
     }
-    let local = s
-        .engine
-        .inspect(image.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
+    let local = s.engine.inspect(image.as_str()).await.map_err(|e| e.to_string())?;
     if s.project.producer_of(image).is_some() {
-        return local
-            .map(|i| i.id)
-            .ok_or_else(|| "parent image is missing".into());
+        return local.map(|i| i.id).ok_or_else(|| "parent image is missing".into());
     }
     let current = match s.current.get(image.as_str()) {
         Some(Observed::Digest(d)) => Some(d.clone()),
@@ -445,11 +339,6 @@ async fn used_digest(
         }
         tracing::warn!(image = %image, error = %e, "pull failed; building on the local image");
     }
-    let info = s
-        .engine
-        .inspect(image.as_str())
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("image missing after pull")?;
+    let info = s.engine.inspect(image.as_str()).await.map_err(|e| e.to_string())?.ok_or("image missing after pull")?;
     Ok(info.repo_digest_for(image).unwrap_or(info.id))
 }

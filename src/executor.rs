@@ -67,22 +67,12 @@ where
                     continue;
                 }
                 let ps = parents.get(name).map(Vec::as_slice).unwrap_or_default();
-                if let Some(bad) = ps.iter().find(
-                    |p| matches!(outcomes.get(*p), Some(o) if !matches!(o, Outcome::Built { .. })),
-                ) {
+                if let Some(bad) = ps.iter().find(|p| matches!(outcomes.get(*p), Some(o) if !matches!(o, Outcome::Built { .. }))) {
                     tracing::warn!(build = %name, parent = %bad, "skipped: parent build did not succeed");
-                    outcomes.insert(
-                        name.clone(),
-                        Outcome::Skipped {
-                            parent: bad.clone(),
-                        },
-                    );
+                    outcomes.insert(name.clone(), Outcome::Skipped { parent: bad.clone() });
                     continue;
                 }
-                if ps
-                    .iter()
-                    .all(|p| matches!(outcomes.get(p), Some(Outcome::Built { .. })))
-                {
+                if ps.iter().all(|p| matches!(outcomes.get(p), Some(Outcome::Built { .. }))) {
                     started.insert(name.clone());
                     let fut = run(name.clone());
                     let name = name.clone();
@@ -140,10 +130,7 @@ async fn wait_with_grace(
             }
             Ok(_) => {}
             Err(_) => {
-                tracing::warn!(
-                    running = running.len(),
-                    "shutdown grace period over; abandoning running builds"
-                );
+                tracing::warn!(running = running.len(), "shutdown grace period over; abandoning running builds");
                 running.abort_all();
                 break;
             }
@@ -163,28 +150,20 @@ mod tests {
     #[tokio::test]
     async fn failure_skips_descendants_not_siblings() {
         let order = s(&["a", "b", "c", "d"]);
-        let parents: HashMap<String, Vec<String>> =
-            [("b".to_string(), s(&["a"])), ("c".to_string(), s(&["b"]))].into();
+        let parents: HashMap<String, Vec<String>> = [("b".to_string(), s(&["a"])), ("c".to_string(), s(&["b"]))].into();
         let ran = Arc::new(Mutex::new(Vec::new()));
         let r = ran.clone();
-        let out = execute(
-            &order,
-            &parents,
-            2,
-            &CancellationToken::new(),
-            Duration::from_secs(1),
-            move |n| {
-                let r = r.clone();
-                async move {
-                    r.lock().unwrap().push(n.clone());
-                    if n == "b" {
-                        Err("boom".into())
-                    } else {
-                        Ok(())
-                    }
+        let out = execute(&order, &parents, 2, &CancellationToken::new(), Duration::from_secs(1), move |n| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().push(n.clone());
+                if n == "b" {
+                    Err("boom".into())
+                } else {
+                    Ok(())
                 }
-            },
-        )
+            }
+        })
         .await;
         assert!(matches!(out["a"], Outcome::Built { .. }));
         assert!(matches!(out["b"], Outcome::Failed { .. }));
@@ -200,26 +179,19 @@ mod tests {
         let order = s(&["a", "b", "c", "d", "e"]);
         let live = Arc::new(Mutex::new((0usize, 0usize)));
         let l = live.clone();
-        execute(
-            &order,
-            &HashMap::new(),
-            2,
-            &CancellationToken::new(),
-            Duration::from_secs(1),
-            move |_| {
-                let l = l.clone();
-                async move {
-                    {
-                        let mut g = l.lock().unwrap();
-                        g.0 += 1;
-                        g.1 = g.1.max(g.0);
-                    }
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                    l.lock().unwrap().0 -= 1;
-                    Ok(())
+        execute(&order, &HashMap::new(), 2, &CancellationToken::new(), Duration::from_secs(1), move |_| {
+            let l = l.clone();
+            async move {
+                {
+                    let mut g = l.lock().unwrap();
+                    g.0 += 1;
+                    g.1 = g.1.max(g.0);
                 }
-            },
-        )
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                l.lock().unwrap().0 -= 1;
+                Ok(())
+            }
+        })
         .await;
         assert_eq!(live.lock().unwrap().1, 2);
     }

@@ -76,11 +76,7 @@ impl BuildGraph {
         let Some(&i) = self.index.get(name) else {
             return Vec::new();
         };
-        let mut v: Vec<&str> = self
-            .graph
-            .neighbors_directed(i, dir)
-            .map(|j| self.graph[j].as_str())
-            .collect();
+        let mut v: Vec<&str> = self.graph.neighbors_directed(i, dir).map(|j| self.graph[j].as_str()).collect();
         v.sort();
         v
     }
@@ -98,23 +94,10 @@ impl BuildGraph {
     /// Every build in topological order: parents before children, ties broken
     /// by name so the order is stable (Kahn's algorithm).
     pub fn order(&self) -> Vec<String> {
-        let mut indegree: HashMap<NodeIndex, usize> = self
-            .graph
-            .node_indices()
-            .map(|i| {
-                (
-                    i,
-                    self.graph
-                        .neighbors_directed(i, Direction::Incoming)
-                        .count(),
-                )
-            })
-            .collect();
-        let mut ready: BinaryHeap<Reverse<(&str, NodeIndex)>> = indegree
-            .iter()
-            .filter(|(_, &d)| d == 0)
-            .map(|(&i, _)| Reverse((self.graph[i].as_str(), i)))
-            .collect();
+        let mut indegree: HashMap<NodeIndex, usize> =
+            self.graph.node_indices().map(|i| (i, self.graph.neighbors_directed(i, Direction::Incoming).count())).collect();
+        let mut ready: BinaryHeap<Reverse<(&str, NodeIndex)>> =
+            indegree.iter().filter(|(_, &d)| d == 0).map(|(&i, _)| Reverse((self.graph[i].as_str(), i))).collect();
         let mut out = Vec::with_capacity(self.graph.node_count());
         while let Some(Reverse((name, i))) = ready.pop() {
             out.push(name.to_string());
@@ -130,15 +113,9 @@ impl BuildGraph {
     }
 
     /// `roots` plus every build reachable from them (their descendants).
-    pub fn with_descendants<'a>(
-        &self,
-        roots: impl IntoIterator<Item = &'a str>,
-    ) -> BTreeSet<String> {
+    pub fn with_descendants<'a>(&self, roots: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        let mut stack: Vec<NodeIndex> = roots
-            .into_iter()
-            .filter_map(|r| self.index.get(r).copied())
-            .collect();
+        let mut stack: Vec<NodeIndex> = roots.into_iter().filter_map(|r| self.index.get(r).copied()).collect();
         while let Some(i) = stack.pop() {
             if out.insert(self.graph[i].clone()) {
                 stack.extend(self.graph.neighbors_directed(i, Direction::Outgoing));
@@ -166,11 +143,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, tag: &str, base: &str) -> Node {
-        Node {
-            name: name.into(),
-            tags: vec![ImageRef::parse(tag).unwrap()],
-            uses: vec![ImageRef::parse(base).unwrap()],
-        }
+        Node { name: name.into(), tags: vec![ImageRef::parse(tag).unwrap()], uses: vec![ImageRef::parse(base).unwrap()] }
     }
 
     #[test]
@@ -184,21 +157,13 @@ mod tests {
         .unwrap();
         assert_eq!(g.order(), vec!["lib", "app", "other", "tool"]);
         assert_eq!(g.parents("app"), vec!["lib"]);
-        assert_eq!(
-            g.with_descendants(["lib"]).into_iter().collect::<Vec<_>>(),
-            vec!["app", "lib", "tool"]
-        );
+        assert_eq!(g.with_descendants(["lib"]).into_iter().collect::<Vec<_>>(), vec!["app", "lib", "tool"]);
     }
 
     #[test]
     fn cycle_names_every_member() {
-        let e = BuildGraph::new(&[
-            node("a", "x/a", "x/c"),
-            node("b", "x/b", "x/a"),
-            node("c", "x/c", "x/b"),
-            node("d", "x/d", "alpine"),
-        ])
-        .unwrap_err();
+        let e = BuildGraph::new(&[node("a", "x/a", "x/c"), node("b", "x/b", "x/a"), node("c", "x/c", "x/b"), node("d", "x/d", "alpine")])
+            .unwrap_err();
         assert_eq!(e.0, vec!["a", "b", "c"]);
         assert!(BuildGraph::new(&[node("s", "x/s", "x/s")]).is_err());
     }

@@ -71,13 +71,7 @@ pub enum Decision {
 impl Decision {
     /// True when this decision rebuilds the build.
     pub fn rebuilds(&self) -> bool {
-        matches!(
-            self,
-            Decision::Missing
-                | Decision::Changed { .. }
-                | Decision::RebuildOnStart
-                | Decision::ParentRebuilt { .. }
-        )
+        matches!(self, Decision::Missing | Decision::Changed { .. } | Decision::RebuildOnStart | Decision::ParentRebuilt { .. })
     }
 }
 
@@ -109,16 +103,12 @@ pub fn plan(
     let mut out = Plan::default();
     for (name, a) in &project.builds {
         if let Err(e) = &a.resolution {
-            out.decisions
-                .insert(name.clone(), Decision::Error { reason: e.clone() });
+            out.decisions.insert(name.clone(), Decision::Error { reason: e.clone() });
             continue;
         }
         let ex = existing.get(name).cloned().unwrap_or_default();
-        let digests: BTreeMap<String, &Observed> = a
-            .watched
-            .iter()
-            .map(|w| (w.to_string(), current.get(w.as_str()).unwrap_or(&MISSING)))
-            .collect();
+        let digests: BTreeMap<String, &Observed> =
+            a.watched.iter().map(|w| (w.to_string(), current.get(w.as_str()).unwrap_or(&MISSING))).collect();
         let record = state.builds.get(name).cloned().or_else(|| {
             if !ex.exists {
                 return None;
@@ -127,39 +117,22 @@ pub fn plan(
                 Some(l) => (l.clone(), "labels"),
                 None => (known(&digests), "baseline"),
             };
-            let r = BuildRecord {
-                built_from,
-                image_id: None,
-                recorded_at: now,
-                origin: origin.into(),
-            };
+            let r = BuildRecord { built_from, image_id: None, recorded_at: now, origin: origin.into() };
             out.adopted.insert(name.clone(), r.clone());
             Some(r)
         });
         let decision = decide(&digests, record.as_ref(), ex.exists, rebuild_all);
         out.decisions.insert(name.clone(), decision);
     }
-    let stale: Vec<&str> = out
-        .decisions
-        .iter()
-        .filter(|(_, d)| d.rebuilds())
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let stale: Vec<&str> = out.decisions.iter().filter(|(_, d)| d.rebuilds()).map(|(n, _)| n.as_str()).collect();
     let affected: BTreeSet<String> = project.graph.with_descendants(stale);
     for name in project.graph.order() {
         if !affected.contains(&name) || matches!(out.decisions[&name], Decision::Error { .. }) {
             continue;
         }
         if !out.decisions[&name].rebuilds() {
-            let parent = project
-                .graph
-                .parents(&name)
-                .into_iter()
-                .find(|p| affected.contains(*p))
-                .unwrap_or_default()
-                .to_string();
-            out.decisions
-                .insert(name.clone(), Decision::ParentRebuilt { parent });
+            let parent = project.graph.parents(&name).into_iter().find(|p| affected.contains(*p)).unwrap_or_default().to_string();
+            out.decisions.insert(name.clone(), Decision::ParentRebuilt { parent });
         }
         out.order.push(name);
     }
@@ -178,12 +151,7 @@ fn known(digests: &BTreeMap<String, &Observed>) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn decide(
-    digests: &BTreeMap<String, &Observed>,
-    record: Option<&BuildRecord>,
-    exists: bool,
-    rebuild_all: bool,
-) -> Decision {
+fn decide(digests: &BTreeMap<String, &Observed>, record: Option<&BuildRecord>, exists: bool, rebuild_all: bool) -> Decision {
     if !exists {
         return Decision::Missing;
     }
@@ -194,24 +162,12 @@ fn decide(
     for (image, observed) in digests {
         match observed {
             Observed::Digest(new) => match record.and_then(|r| r.built_from.get(image)) {
-                Some(old) if old != new => {
-                    return Decision::Changed {
-                        image: image.clone(),
-                        old: old.clone(),
-                        new: new.clone(),
-                    }
-                }
+                Some(old) if old != new => return Decision::Changed { image: image.clone(), old: old.clone(), new: new.clone() },
                 _ => {}
             },
             Observed::Failed(reason) => {
-                let reason = if reason.is_empty() {
-                    "not checked".to_string()
-                } else {
-                    reason.clone()
-                };
-                failed.get_or_insert_with(|| Decision::CheckFailed {
-                    reason: format!("{image}: {reason}"),
-                });
+                let reason = if reason.is_empty() { "not checked".to_string() } else { reason.clone() };
+                failed.get_or_insert_with(|| Decision::CheckFailed { reason: format!("{image}: {reason}") });
             }
         }
     }

@@ -21,7 +21,8 @@ pub struct Analysed {
     pub build: Build,
     /// The resolved base, or the per-build error (file, line and what is wrong).
     pub resolution: Result<Resolution, String>,
-    /// Watched images: the base (unless excluded) plus `additional_images`,
+    /// Watched images: the base (or, with `watch_stages: all`, every external
+    /// image used) unless marked `# freshen:ignore`, plus `additional_images`,
     /// minus `exclude_images`; normalised, sorted, without duplicates.
     pub watched: Vec<ImageRef>,
 }
@@ -38,10 +39,7 @@ pub struct Project {
 impl Project {
     /// The build that produces `image` as one of its tags, if any.
     pub fn producer_of(&self, image: &ImageRef) -> Option<&str> {
-        self.builds
-            .values()
-            .find(|a| a.build.tags.contains(image))
-            .map(|a| a.build.name.as_str())
+        self.builds.values().find(|a| a.build.tags.contains(image)).map(|a| a.build.name.as_str())
     }
 }
 
@@ -54,19 +52,14 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
             let text = std::fs::metadata(&b.dockerfile)
                 .and_then(|m| {
                     if m.len() > MAX_DOCKERFILE_BYTES {
-                        Err(std::io::Error::other(format!(
-                            "{} bytes is over the {MAX_DOCKERFILE_BYTES}-byte limit",
-                            m.len()
-                        )))
+                        Err(std::io::Error::other(format!("{} bytes is over the {MAX_DOCKERFILE_BYTES}-byte limit", m.len())))
                     } else {
                         std::fs::read(&b.dockerfile)
                     }
                 })
                 .map_err(|e| format!("{}: cannot read Dockerfile: {e}", b.dockerfile.display()))
                 .and_then(|bytes| {
-                    String::from_utf8(bytes).map_err(|_| {
-                        format!("{}: Dockerfile is not UTF-8 text", b.dockerfile.display())
-                    })
+                    String::from_utf8(bytes).map_err(|_| format!("{}: Dockerfile is not UTF-8 text", b.dockerfile.display()))
                 });
             (b.name.clone(), text)
         })
@@ -77,55 +70,29 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
 ///
 /// # Errors
 /// [`CycleError`] when builds depend on each other in a cycle: a config error.
-pub fn analyse(
-    config: &Config,
-    texts: &HashMap<String, Result<String, String>>,
-) -> Result<Project, CycleError> {
+///
+/// `engine_platform` is the engine's `os/arch` for the automatic platform ARGs;
+/// `None` (offline, as in `plan`) uses this host's.
+pub fn analyse(config: &Config, texts: &HashMap<String, Result<String, String>>, engine_platform: Option<&str>) -> Result<Project, CycleError> {
     let mut builds = BTreeMap::new();
     for b in config.builds.values() {
         let resolution = match texts.get(&b.name) {
             Some(Ok(text)) => {
-                let input = ResolveInput {
-                    build_args: Some(&b.build_args),
-                    target: b.target.as_deref(),
-                    platform: b.platform.as_deref(),
-                };
-                dockerfile::resolve(text, &input)
-                    .map_err(|e| format!("{}: {e}", b.dockerfile.display()))
+                let input = ResolveInput { build_args: Some(&b.build_args), target: b.target.as_deref(), platform: b.platform.as_deref(), engine_platform };
+                dockerfile::resolve(text, &input).map_err(|e| format!("{}: {e}", b.dockerfile.display()))
             }
             Some(Err(e)) => Err(e.clone()),
-            None => Err(format!(
-                "{}: Dockerfile was not read",
-                b.dockerfile.display()
-            )),
+            None => Err(format!("{}: Dockerfile was not read", b.dockerfile.display())),
         };
-        let mut watched: Vec<ImageRef> = resolution
-            .as_ref()
-            .ok()
-            .and_then(|r| r.base.clone())
-            .into_iter()
-            .collect();
+        let mut watched: Vec<ImageRef> = resolution.as_ref().ok().and_then(|r| r.base.clone()).into_iter().collect();
         watched.extend(b.additional_images.iter().cloned());
         watched.retain(|w| !b.exclude_images.contains(w));
         watched.sort();
         watched.dedup();
-        builds.insert(
-            b.name.clone(),
-            Analysed {
-                build: b.clone(),
-                resolution,
-                watched,
-            },
-        );
+        builds.insert(b.name.clone(), Analysed { build: b.clone(), resolution, watched });
     }
-    let nodes: Vec<Node> = builds
-        .values()
-        .map(|a| Node {
-            name: a.build.name.clone(),
-            tags: a.build.tags.clone(),
-            uses: a.watched.clone(),
-        })
-        .collect();
+    let nodes: Vec<Node> =
+        builds.values().map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.watched.clone() }).collect();
     let graph = BuildGraph::new(&nodes)?;
     Ok(Project { builds, graph })
 }
@@ -170,32 +137,16 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
             let r = a.resolution.as_ref().ok();
             PlanEntry {
                 name: a.build.name.clone(),
-                dockerfile: a
-                    .build
-                    .dockerfile
-                    .strip_prefix(config_dir)
-                    .unwrap_or(&a.build.dockerfile)
-                    .display()
-                    .to_string(),
+                dockerfile: a.build.dockerfile.strip_prefix(config_dir).unwrap_or(&a.build.dockerfile).display().to_string(),
                 from: r.map(|r| r.from.clone()),
                 base: r.and_then(|r| r.base.as_ref()).map(ToString::to_string),
                 pinned: r.is_some_and(Resolution::pinned),
-                parents: project
-                    .graph
-                    .parents(&a.build.name)
-                    .into_iter()
-                    .map(String::from)
-                    .collect(),
+                parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
                 watched: a.watched.iter().map(ToString::to_string).collect(),
                 error: a.resolution.as_ref().err().cloned(),
             }
         })
         .collect();
-    let order = project
-        .graph
-        .order()
-        .into_iter()
-        .filter(|n| project.builds[n].resolution.is_ok())
-        .collect();
+    let order = project.graph.order().into_iter().filter(|n| project.builds[n].resolution.is_ok()).collect();
     PlanReport { builds, order }
 }

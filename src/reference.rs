@@ -49,21 +49,23 @@ impl ImageRef {
     /// repository, has an invalid tag or digest, or is otherwise not a reference
     /// under the distribution/reference grammar.
     pub fn parse(text: &str) -> Result<Self, ReferenceError> {
-        let err = |reason: String| ReferenceError {
-            text: text.to_string(),
-            reason,
-        };
+        let err = |reason: String| ReferenceError { text: text.to_string(), reason };
         if text.trim() != text || text.is_empty() {
             return Err(err("empty or surrounded by whitespace".into()));
         }
-        let r = Reference::try_from(text).map_err(|e| err(e.to_string()))?;
+        let (ipv6_registry, parse_text) = split_ipv6_registry(text).map_err(|r| err(r.into()))?;
+        let r = Reference::try_from(parse_text.as_str()).map_err(|e| err(e.to_string()))?;
         if r.repository().chars().any(|c| c.is_ascii_uppercase()) {
             return Err(err("repository name must be lowercase".into()));
         }
-        let normalised = r.whole();
+        let registry = ipv6_registry.unwrap_or_else(|| r.registry().to_string());
+        let normalised = match &ipv6_registry_display(&registry, &r) {
+            Some(n) => n.clone(),
+            None => r.whole(),
+        };
         Ok(ImageRef {
             normalised,
-            registry: r.registry().to_string(),
+            registry,
             repository: r.repository().to_string(),
             tag: r.tag().map(str::to_string),
             digest: r.digest().map(str::to_string),
@@ -104,10 +106,7 @@ impl ImageRef {
     /// The manifest reference for `/v2/<name>/manifests/<reference>`: the digest
     /// when pinned, else the tag (OCI distribution spec, "Pulling manifests").
     pub fn manifest_reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 
     /// `registry/repository` without tag or digest, as it appears before `@` in RepoDigests.
@@ -133,10 +132,36 @@ impl ImageRef {
         if host == "localhost" {
             return true;
         }
-        host.parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+        host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
     }
+}
+
+/// Placeholder registry used to parse references whose registry is an IPv6 literal.
+const IPV6_PLACEHOLDER: &str = "ipv6.placeholder.invalid";
+
+/// Splits an IPv6 registry (`[::1]:5000/app:1`) off `text`.
+///
+/// `oci-spec` 0.10 does not implement the IPv6 host form that
+/// distribution/reference accepts since v2.8 (`ipv6address = \[[a-fA-F0-9:]+\]`),
+/// so the bracketed host is validated here and the rest is parsed by oci-spec
+/// behind a placeholder host.
+fn split_ipv6_registry(text: &str) -> Result<(Option<String>, String), &'static str> {
+    if !text.starts_with('[') {
+        return Ok((None, text.to_string()));
+    }
+    let (domain, rest) = text.split_once('/').ok_or("an IPv6 registry must be followed by /repository")?;
+    let (host, port) = domain[1..].split_once(']').ok_or("unterminated '[' in IPv6 registry")?;
+    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_hexdigit() || c == ':');
+    let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if !host_ok || !port_ok {
+        return Err("invalid IPv6 registry address");
+    }
+    Ok((Some(domain.to_string()), format!("{IPV6_PLACEHOLDER}/{rest}")))
+}
+
+/// The normalised text with the real IPv6 registry in place of the placeholder.
+fn ipv6_registry_display(registry: &str, r: &Reference) -> Option<String> {
+    (r.registry() == IPV6_PLACEHOLDER).then(|| r.whole().replacen(IPV6_PLACEHOLDER, registry, 1))
 }
 
 /// Strips `:port` and IPv6 brackets: `[::1]:5000` → `::1`, `localhost:5000` → `localhost`.
@@ -173,10 +198,7 @@ mod tests {
         assert_eq!(n("index.docker.io/x/y"), "docker.io/x/y:latest");
         assert_eq!(n("localhost:5000/a/b"), "localhost:5000/a/b:latest");
         assert_eq!(n("user/app:1"), "docker.io/user/app:1");
-        assert_eq!(
-            ImageRef::parse("alpine").unwrap(),
-            ImageRef::parse("docker.io/library/alpine:latest").unwrap()
-        );
+        assert_eq!(ImageRef::parse("alpine").unwrap(), ImageRef::parse("docker.io/library/alpine:latest").unwrap());
     }
 
     #[test]
@@ -199,21 +221,10 @@ mod tests {
 
     #[test]
     fn loopback_registries() {
-        assert!(ImageRef::parse("localhost:5000/a")
-            .unwrap()
-            .is_loopback_registry());
-        assert!(ImageRef::parse("127.0.0.1:5000/a")
-            .unwrap()
-            .is_loopback_registry());
-        assert!(ImageRef::parse("127.1.2.3:5000/a")
-            .unwrap()
-            .is_loopback_registry());
-        assert!(!ImageRef::parse("registry.example.com/a")
-            .unwrap()
-            .is_loopback_registry());
-        assert_eq!(
-            ImageRef::parse("alpine").unwrap().api_host(),
-            "registry-1.docker.io"
-        );
+        assert!(ImageRef::parse("localhost:5000/a").unwrap().is_loopback_registry());
+        assert!(ImageRef::parse("127.0.0.1:5000/a").unwrap().is_loopback_registry());
+        assert!(ImageRef::parse("127.1.2.3:5000/a").unwrap().is_loopback_registry());
+        assert!(!ImageRef::parse("registry.example.com/a").unwrap().is_loopback_registry());
+        assert_eq!(ImageRef::parse("alpine").unwrap().api_host(), "registry-1.docker.io");
     }
 }

@@ -71,11 +71,7 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State {
-            version: STATE_VERSION,
-            images: BTreeMap::new(),
-            builds: BTreeMap::new(),
-        }
+        State { version: STATE_VERSION, images: BTreeMap::new(), builds: BTreeMap::new() }
     }
 }
 
@@ -118,10 +114,7 @@ pub enum Loaded {
 
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Reads the state at `path`.
@@ -129,10 +122,7 @@ pub fn now_secs() -> u64 {
 /// # Errors
 /// [`StateError::Read`] when the file exists but cannot be read, or cannot be moved aside.
 pub fn load(path: &Path) -> Result<Loaded, StateError> {
-    let read_err = |source| StateError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| StateError::Read { path: path.to_path_buf(), source };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
@@ -142,15 +132,9 @@ pub fn load(path: &Path) -> Result<Loaded, StateError> {
         Ok(s) if s.version <= STATE_VERSION => Ok(Loaded::Found(s)),
         Ok(s) => Ok(Loaded::Corrupt {
             moved_to: move_aside(path).map_err(read_err)?,
-            reason: format!(
-                "state version {} is newer than this freshen ({STATE_VERSION})",
-                s.version
-            ),
+            reason: format!("state version {} is newer than this freshen ({STATE_VERSION})", s.version),
         }),
-        Err(e) => Ok(Loaded::Corrupt {
-            moved_to: move_aside(path).map_err(read_err)?,
-            reason: e.to_string(),
-        }),
+        Err(e) => Ok(Loaded::Corrupt { moved_to: move_aside(path).map_err(read_err)?, reason: e.to_string() }),
     }
 }
 
@@ -166,26 +150,15 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
 /// [`StateError::Write`] when the folder is missing or unwritable, or the disk is full.
 /// The previous file is then left as it was.
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".freshen-state.")
-        .tempfile_in(dir)
-        .map_err(err)?;
+    let err = |source| StateError::Write { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".freshen-state.").tempfile_in(dir).map_err(err)?;
     // tempfile creates files 0600 on Unix, which is what the state file must be.
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     tmp.write_all(&json).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
     Ok(())
 }
 
@@ -200,35 +173,18 @@ mod tests {
         let p = dir.path().join("state.json");
         assert!(matches!(load(&p).unwrap(), Loaded::Missing));
         let mut s = State::default();
-        s.builds.insert(
-            "a".into(),
-            BuildRecord {
-                origin: "built".into(),
-                ..Default::default()
-            },
-        );
+        s.builds.insert("a".into(), BuildRecord { origin: "built".into(), ..Default::default() });
         save(&p, &s).unwrap();
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(matches!(load(&p).unwrap(), Loaded::Found(x) if x == s));
         std::fs::write(&p, "{not json").unwrap();
-        let Loaded::Corrupt { moved_to, .. } = load(&p).unwrap() else {
-            panic!("expected corrupt")
-        };
+        let Loaded::Corrupt { moved_to, .. } = load(&p).unwrap() else { panic!("expected corrupt") };
         assert!(moved_to.exists() && !p.exists());
     }
 
     #[test]
     fn unwritable_folder_is_an_error() {
-        let e = save(
-            Path::new("/nonexistent-freshen-dir/state.json"),
-            &State::default(),
-        )
-        .unwrap_err();
-        assert!(e
-            .to_string()
-            .contains("/nonexistent-freshen-dir/state.json"));
+        let e = save(Path::new("/nonexistent-freshen-dir/state.json"), &State::default()).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-freshen-dir/state.json"));
     }
 }

@@ -52,10 +52,7 @@ pub fn load_state(path: &std::path::Path) -> State {
 ///
 /// # Errors
 /// [`EngineError::Unreachable`] in `once` mode, or when cancelled before connecting.
-pub async fn connect_engine(
-    once: bool,
-    cancel: &CancellationToken,
-) -> Result<DockerEngine, EngineError> {
+pub async fn connect_engine(once: bool, cancel: &CancellationToken) -> Result<DockerEngine, EngineError> {
     let mut delay = Duration::from_secs(1);
     loop {
         match DockerEngine::connect().await {
@@ -75,13 +72,7 @@ pub async fn connect_engine(
 
 /// Runs cycles for `config` and `project` with `engine`, until `cancel` fires or,
 /// with `mode.once`, after one cycle. Returns the last cycle's report.
-pub async fn run(
-    config: &Config,
-    project: Project,
-    engine: Arc<dyn Engine>,
-    mode: Mode,
-    cancel: CancellationToken,
-) -> Option<CycleReport> {
+pub async fn run(config: &Config, project: Project, engine: Arc<dyn Engine>, mode: Mode, cancel: CancellationToken) -> Option<CycleReport> {
     let opts = &config.options;
     let state = Arc::new(Mutex::new(load_state(&opts.state_file)));
     let registry: Arc<dyn Registry> = Arc::new(HttpRegistry::new(opts.registry_timeout));
@@ -124,14 +115,7 @@ fn log_summary(r: &CycleReport) {
         .checks
         .iter()
         .filter(|c| c.old.is_some() && c.new.is_some() && c.old != c.new)
-        .map(|c| {
-            format!(
-                "{} {} → {}",
-                c.image,
-                short(c.old.as_deref()),
-                short(c.new.as_deref())
-            )
-        })
+        .map(|c| format!("{} {} → {}", c.image, short(c.old.as_deref()), short(c.new.as_deref())))
         .collect();
     let failed_checks = r.checks.iter().filter(|c| c.error.is_some()).count();
     let (built, failed, skipped) = r.counts();

@@ -7,20 +7,8 @@ use serde_json::json;
 
 /// lib on base, app on lib: the config most tests use.
 fn lib_app(env: &Env) {
-    env.write(
-        "lib/Dockerfile",
-        &format!(
-            "ARG BASE={}\nFROM ${{BASE}} AS b\nFROM b\nRUN echo lib > /lib-layer\n",
-            env.image("base:1")
-        ),
-    );
-    env.write(
-        "app/Dockerfile",
-        &format!(
-            "FROM {}\nRUN cat /etc/base-version > /app-built-on\n",
-            env.image("lib:latest")
-        ),
-    );
+    env.write("lib/Dockerfile", &format!("ARG BASE={}\nFROM ${{BASE}} AS b\nFROM b\nRUN echo lib > /lib-layer\n", env.image("base:1")));
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /app-built-on\n", env.image("lib:latest")));
     env.config(
         json!({"parallelism": 2}),
         json!({
@@ -42,48 +30,20 @@ fn missing_images_are_built_and_a_no_change_cycle_sends_only_manifest_heads() {
     let out = env.freshen(&["--once"]);
     assert_eq!(out.status.code(), Some(0));
     let app = image_id(&env.image("app:latest")).expect("app was built");
-    assert_eq!(
-        image_id(&env.image("app:v1")).as_deref(),
-        Some(app.as_str()),
-        "every tag applied"
-    );
+    assert_eq!(image_id(&env.image("app:v1")).as_deref(), Some(app.as_str()), "every tag applied");
     assert_eq!(cat(&env.image("app:latest"), "/app-built-on"), "v1");
-    assert_eq!(
-        label(
-            &env.image("lib:latest"),
-            "org.opencontainers.image.base.name"
-        )
-        .unwrap(),
-        env.image("base:1")
-    );
-    assert!(label(
-        &env.image("lib:latest"),
-        "org.opencontainers.image.base.digest"
-    )
-    .unwrap()
-    .starts_with("sha256:"));
+    assert_eq!(label(&env.image("lib:latest"), "org.opencontainers.image.base.name").unwrap(), env.image("base:1"));
+    assert!(label(&env.image("lib:latest"), "org.opencontainers.image.base.digest").unwrap().starts_with("sha256:"));
 
     env.registry.clear_log();
     let lib = image_id(&env.image("lib:latest")).unwrap();
     let out = env.freshen(&["--once"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        image_id(&env.image("lib:latest")).unwrap(),
-        lib,
-        "nothing rebuilt"
-    );
-    assert_eq!(
-        image_id(&env.image("app:latest")).unwrap(),
-        app,
-        "nothing rebuilt"
-    );
+    assert_eq!(image_id(&env.image("lib:latest")).unwrap(), lib, "nothing rebuilt");
+    assert_eq!(image_id(&env.image("app:latest")).unwrap(), app, "nothing rebuilt");
     let requests = env.registry.requests();
     let base_path = format!("/v2/{}/base/manifests/1", env.prefix);
-    assert_eq!(
-        requests,
-        vec![format!("HEAD {base_path} HTTP/1.1")],
-        "exactly one HEAD on the one external base's manifest"
-    );
+    assert_eq!(requests, vec![format!("HEAD {base_path} HTTP/1.1")], "exactly one HEAD on the one external base's manifest");
 }
 
 #[test]
@@ -94,28 +54,10 @@ fn new_base_rebuilds_direct_and_transitive_children_in_order_and_leaves_unrelate
     let env = Env::new("chain");
     env.push_base("base:1", "v1");
     env.push_base("other:1", "o1");
-    env.write(
-        "lib/Dockerfile",
-        &format!("FROM {}\nRUN echo lib > /lib\n", env.image("base:1")),
-    );
-    env.write(
-        "app/Dockerfile",
-        &format!(
-            "FROM {}\nRUN cat /etc/base-version > /app-built-on\n",
-            env.image("lib:latest")
-        ),
-    );
-    env.write(
-        "tool/Dockerfile",
-        &format!(
-            "FROM {}\nRUN cat /app-built-on > /tool-built-on\n",
-            env.image("app:latest")
-        ),
-    );
-    env.write(
-        "unrelated/Dockerfile",
-        &format!("FROM {}\nRUN true\n", env.image("other:1")),
-    );
+    env.write("lib/Dockerfile", &format!("FROM {}\nRUN echo lib > /lib\n", env.image("base:1")));
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /app-built-on\n", env.image("lib:latest")));
+    env.write("tool/Dockerfile", &format!("FROM {}\nRUN cat /app-built-on > /tool-built-on\n", env.image("app:latest")));
+    env.write("unrelated/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("other:1")));
     env.config(
         json!({"parallelism": 4}),
         json!({
@@ -126,45 +68,30 @@ fn new_base_rebuilds_direct_and_transitive_children_in_order_and_leaves_unrelate
         }),
     );
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
-    let before: Vec<String> = ["lib", "app", "tool", "unrelated"]
-        .iter()
-        .map(|b| image_id(&env.image(&format!("{b}:latest"))).unwrap())
-        .collect();
+    let before: Vec<String> =
+        ["lib", "app", "tool", "unrelated"].iter().map(|b| image_id(&env.image(&format!("{b}:latest"))).unwrap()).collect();
 
     env.push_base("base:1", "v2");
     let out = env.freshen(&["--once", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for b in ["lib", "app", "tool"] {
-        assert_eq!(
-            report["outcomes"][b]["outcome"], "built",
-            "{b} rebuilt: {report}"
-        );
+        assert_eq!(report["outcomes"][b]["outcome"], "built", "{b} rebuilt: {report}");
     }
-    assert!(
-        report["outcomes"].get("unrelated").is_none(),
-        "unrelated not rebuilt"
-    );
+    assert!(report["outcomes"].get("unrelated").is_none(), "unrelated not rebuilt");
     assert_eq!(report["decisions"]["lib"]["status"], "changed");
     assert_eq!(report["decisions"]["app"]["status"], "parent_rebuilt");
 
-    let after: Vec<String> = ["lib", "app", "tool", "unrelated"]
-        .iter()
-        .map(|b| image_id(&env.image(&format!("{b}:latest"))).unwrap())
-        .collect();
+    let after: Vec<String> =
+        ["lib", "app", "tool", "unrelated"].iter().map(|b| image_id(&env.image(&format!("{b}:latest"))).unwrap()).collect();
     assert_ne!(before[0], after[0]);
     assert_ne!(before[1], after[1]);
     assert_ne!(before[2], after[2]);
     assert_eq!(before[3], after[3], "unrelated image untouched");
-    assert_eq!(
-        cat(&env.image("tool:latest"), "/tool-built-on"),
-        "v2",
-        "transitive child sees the new base"
-    );
+    assert_eq!(cat(&env.image("tool:latest"), "/tool-built-on"), "v2", "transitive child sees the new base");
     // Order: each child was built on its parent's new image, which exists only after the parent's rebuild.
-    let built_from = |b: &str| -> serde_json::Value {
-        serde_json::from_str(&label(&env.image(b), "io.freshen.built-from").unwrap()).unwrap()
-    };
+    let built_from =
+        |b: &str| -> serde_json::Value { serde_json::from_str(&label(&env.image(b), "io.freshen.built-from").unwrap()).unwrap() };
     assert_eq!(built_from("app:latest")[env.image("lib:latest")], after[0]);
     assert_eq!(built_from("tool:latest")[env.image("app:latest")], after[1]);
 }
@@ -176,21 +103,9 @@ fn a_failed_build_skips_its_descendants_but_not_its_siblings() {
     }
     let env = Env::new("failure");
     env.push_base("base:1", "v1");
-    env.write(
-        "bad/Dockerfile",
-        &format!(
-            "FROM {}\nRUN echo about to fail && false\n",
-            env.image("base:1")
-        ),
-    );
-    env.write(
-        "child/Dockerfile",
-        &format!("FROM {}\n", env.image("bad:latest")),
-    );
-    env.write(
-        "sibling/Dockerfile",
-        &format!("FROM {}\nRUN true\n", env.image("base:1")),
-    );
+    env.write("bad/Dockerfile", &format!("FROM {}\nRUN echo about to fail && false\n", env.image("base:1")));
+    env.write("child/Dockerfile", &format!("FROM {}\n", env.image("bad:latest")));
+    env.write("sibling/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
     env.write("broken/Dockerfile", "FROM Not A Reference\n");
     env.config(
         json!({}),
@@ -202,30 +117,14 @@ fn a_failed_build_skips_its_descendants_but_not_its_siblings() {
         }),
     );
     let out = env.freshen(&["--once", "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a failed build makes --once exit 1"
-    );
+    assert_eq!(out.status.code(), Some(1), "a failed build makes --once exit 1");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcomes"]["bad"]["outcome"], "failed");
-    assert!(
-        report["outcomes"]["bad"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("about to fail"),
-        "error carries the build output tail"
-    );
-    assert_eq!(
-        report["outcomes"]["child"],
-        json!({"outcome": "skipped", "parent": "bad"})
-    );
+    assert!(report["outcomes"]["bad"]["error"].as_str().unwrap().contains("about to fail"), "error carries the build output tail");
+    assert_eq!(report["outcomes"]["child"], json!({"outcome": "skipped", "parent": "bad"}));
     assert_eq!(report["outcomes"]["sibling"]["outcome"], "built");
     assert_eq!(report["decisions"]["broken"]["status"], "error");
-    assert!(report["decisions"]["broken"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("line 1"));
+    assert!(report["decisions"]["broken"]["reason"].as_str().unwrap().contains("line 1"));
     assert!(image_id(&env.image("sibling:latest")).is_some());
     assert!(image_id(&env.image("child:latest")).is_none());
 }
@@ -244,25 +143,16 @@ fn a_deleted_state_file_is_reseeded_from_labels_so_nothing_is_rebuilt_and_no_cha
 
     std::fs::remove_file(env.state_path()).unwrap();
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
-    assert_eq!(
-        image_id(&env.image("lib:latest")).unwrap(),
-        lib,
-        "not rebuilt after losing state"
-    );
+    assert_eq!(image_id(&env.image("lib:latest")).unwrap(), lib, "not rebuilt after losing state");
     assert_eq!(image_id(&env.image("app:latest")).unwrap(), app);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
     assert_eq!(state["builds"]["lib"]["origin"], "labels");
 
     // Lose state again while the base changes: the labels still carry the old digest.
     std::fs::remove_file(env.state_path()).unwrap();
     env.push_base("base:1", "v2");
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
-    assert_ne!(
-        image_id(&env.image("lib:latest")).unwrap(),
-        lib,
-        "the change was not missed"
-    );
+    assert_ne!(image_id(&env.image("lib:latest")).unwrap(), lib, "the change was not missed");
     assert_eq!(cat(&env.image("app:latest"), "/app-built-on"), "v2");
 }
 
@@ -273,10 +163,7 @@ fn existing_images_freshen_never_built_are_a_baseline_unless_rebuild_on_start() 
     }
     let env = Env::new("baseline");
     env.push_base("base:1", "v1");
-    let df = env.write(
-        "img/Dockerfile",
-        &format!("FROM {}\nRUN true\n", env.image("base:1")),
-    );
+    let df = env.write("img/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
     docker(&[
         "build",
         "-q",
@@ -287,16 +174,9 @@ fn existing_images_freshen_never_built_are_a_baseline_unless_rebuild_on_start() 
         df.parent().unwrap().to_str().unwrap(),
     ]);
     let id = image_id(&env.image("img:latest")).unwrap();
-    env.config(
-        json!({}),
-        json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}),
-    );
+    env.config(json!({}), json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}));
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
-    assert_eq!(
-        image_id(&env.image("img:latest")).unwrap(),
-        id,
-        "baseline adopted, not rebuilt"
-    );
+    assert_eq!(image_id(&env.image("img:latest")).unwrap(), id, "baseline adopted, not rebuilt");
 
     std::fs::remove_file(env.state_path()).unwrap();
     env.config(
@@ -304,11 +184,7 @@ fn existing_images_freshen_never_built_are_a_baseline_unless_rebuild_on_start() 
         json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")], "no_cache": true}}),
     );
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
-    assert_ne!(
-        image_id(&env.image("img:latest")).unwrap(),
-        id,
-        "rebuild_on_start rebuilds"
-    );
+    assert_ne!(image_id(&env.image("img:latest")).unwrap(), id, "rebuild_on_start rebuilds");
 }
 
 #[test]
@@ -322,12 +198,6 @@ fn dry_run_reports_what_would_be_rebuilt_and_builds_nothing() {
     let out = env.freshen(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("lib: would rebuild") && text.contains("app: would rebuild"),
-        "{text}"
-    );
-    assert!(
-        image_id(&env.image("lib:latest")).is_none(),
-        "nothing built"
-    );
+    assert!(text.contains("lib: would rebuild") && text.contains("app: would rebuild"), "{text}");
+    assert!(image_id(&env.image("lib:latest")).is_none(), "nothing built");
 }

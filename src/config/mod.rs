@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::dockerfile::WatchStages;
 use crate::reference::ImageRef;
 pub use schema::Violation;
 
@@ -53,20 +54,7 @@ pub enum ConfigError {
 }
 
 fn format_violations(v: &[Violation]) -> String {
-    v.iter()
-        .map(|v| {
-            format!(
-                "  at {}: {}",
-                if v.pointer.is_empty() {
-                    "/"
-                } else {
-                    &v.pointer
-                },
-                v.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    v.iter().map(|v| format!("  at {}: {}", if v.pointer.is_empty() { "/" } else { &v.pointer }, v.message)).collect::<Vec<_>>().join("\n")
 }
 
 /// Log output format.
@@ -99,6 +87,8 @@ pub struct Options {
     pub log_format: LogFormat,
     /// Rebuild every build in the first cycle after start.
     pub rebuild_on_start: bool,
+    /// Default of `watch_stages` for builds that do not set it.
+    pub watch_stages: WatchStages,
     /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -128,6 +118,8 @@ pub struct Build {
     pub additional_images: Vec<ImageRef>,
     /// Images never to watch.
     pub exclude_images: Vec<ImageRef>,
+    /// Which images of the Dockerfile are watched.
+    pub watch_stages: WatchStages,
 }
 
 /// A whole resolved config.
@@ -146,10 +138,7 @@ pub struct Config {
 /// # Errors
 /// [`ConfigError::Read`] when the file cannot be read, otherwise as [`parse_str`].
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let read_err = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
     let path = std::path::absolute(path).map_err(read_err)?;
     let meta = std::fs::metadata(&path).map_err(read_err)?;
     if meta.len() > MAX_CONFIG_BYTES {
@@ -164,12 +153,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        ConfigError::Syntax {
-            path: path.clone(),
-            line,
-            column: 0,
-            message: "config is not UTF-8; save it as UTF-8".into(),
-        }
+        ConfigError::Syntax { path: path.clone(), line, column: 0, message: "config is not UTF-8; save it as UTF-8".into() }
     })?;
     parse_str(&text, &path)
 }
@@ -190,10 +174,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         column: e.column(),
         message: format!("invalid JSON: {e}"),
     })?;
-    let invalid = |violations| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        violations,
-    };
+    let invalid = |violations| ConfigError::Invalid { path: path.to_path_buf(), violations };
     let violations = schema::check(&raw);
     if !violations.is_empty() {
         return Err(invalid(violations));
@@ -203,7 +184,8 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let options = resolve_options(&raw["options"], &base_dir, &mut v);
     let mut builds = BTreeMap::new();
     for (name, b) in raw["builds"].as_object().into_iter().flatten() {
-        if let Some(build) = resolve_build(name, b, &base_dir, &mut v) {
+        if let Some(mut build) = resolve_build(name, b, &base_dir, &mut v) {
+            build.watch_stages = watch_stages(b).unwrap_or(options.watch_stages);
             builds.insert(name.clone(), build);
         }
     }
@@ -212,11 +194,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         v.sort_by(|a: &Violation, b| a.pointer.cmp(&b.pointer));
         return Err(invalid(v));
     }
-    Ok(Config {
-        path: path.to_path_buf(),
-        options,
-        builds,
-    })
+    Ok(Config { path: path.to_path_buf(), options, builds })
 }
 
 fn violation(v: &mut Vec<Violation>, pointer: String, message: String) {
@@ -227,23 +205,17 @@ fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -
     match raw.get(key) {
         None => default,
         Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(1)),
-        Some(Value::String(s)) => {
-            match humantime::parse_duration(s) {
-                Ok(d) if key != "interval" || !d.is_zero() => d,
-                Ok(_) => {
-                    violation(
-                        v,
-                        format!("/options/{key}"),
-                        "interval must be greater than zero".into(),
-                    );
-                    default
-                }
-                Err(e) => {
-                    violation(v, format!("/options/{key}"), format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\""));
-                    default
-                }
+        Some(Value::String(s)) => match humantime::parse_duration(s) {
+            Ok(d) if key != "interval" || !d.is_zero() => d,
+            Ok(_) => {
+                violation(v, format!("/options/{key}"), "interval must be greater than zero".into());
+                default
             }
-        }
+            Err(e) => {
+                violation(v, format!("/options/{key}"), format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\""));
+                default
+            }
+        },
         Some(_) => default,
     }
 }
@@ -278,39 +250,34 @@ fn resolve_options(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Opti
         Some(p) => base_dir.join(p),
         None => match std::env::var_os("STATE_DIRECTORY") {
             // systemd's StateDirectory= may list several folders separated by ':'; the first is ours.
-            Some(dir) => PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or(""))
-                .join("state.json"),
+            Some(dir) => PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or("")).join("state.json"),
             None => base_dir.join("freshen-state.json"),
         },
     };
     Options {
         interval: duration(raw, "interval", Duration::from_secs(300), v),
         parallelism: raw.get("parallelism").and_then(Value::as_u64).unwrap_or(1) as usize,
-        check_concurrency: raw
-            .get("check_concurrency")
-            .and_then(Value::as_u64)
-            .unwrap_or(8) as usize,
+        check_concurrency: raw.get("check_concurrency").and_then(Value::as_u64).unwrap_or(8) as usize,
         registry_timeout: duration(raw, "registry_timeout", Duration::from_secs(20), v),
         shutdown_grace: duration(raw, "shutdown_grace", Duration::from_secs(30), v),
         state_file,
         log_level,
         log_format,
-        rebuild_on_start: raw
-            .get("rebuild_on_start")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        rebuild_on_start: raw.get("rebuild_on_start").and_then(Value::as_bool).unwrap_or(false),
+        watch_stages: watch_stages(raw).unwrap_or_default(),
         warnings,
     }
 }
 
+fn watch_stages(raw: &Value) -> Option<WatchStages> {
+    match raw.get("watch_stages").and_then(Value::as_str)? {
+        "all" => Some(WatchStages::All),
+        _ => Some(WatchStages::Final),
+    }
+}
+
 fn string_map(raw: &Value) -> HashMap<String, String> {
-    raw.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    raw.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()).unwrap_or_default()
 }
 
 fn references(raw: &Value, pointer: &str, v: &mut Vec<Violation>) -> Vec<ImageRef> {
@@ -329,12 +296,7 @@ fn escape_pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-fn resolve_build(
-    name: &str,
-    raw: &Value,
-    base_dir: &Path,
-    v: &mut Vec<Violation>,
-) -> Option<Build> {
+fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Option<Build> {
     let at = format!("/builds/{}", escape_pointer(name));
     let before = v.len();
     let mut dockerfile = base_dir.join(raw["dockerfile"].as_str().unwrap_or_default());
@@ -344,36 +306,25 @@ fn resolve_build(
     if !dockerfile.is_file() {
         violation(v, format!("{at}/dockerfile"), format!("{} does not exist or is not a file; give the path of a Dockerfile, or of a folder holding one named Dockerfile, relative to the config's folder", dockerfile.display()));
     }
-    let given = raw
-        .get("context")
-        .or_else(|| raw.get("build_dir"))
-        .and_then(Value::as_str);
+    let given = raw.get("context").or_else(|| raw.get("build_dir")).and_then(Value::as_str);
     let context = match given {
         Some(c) => base_dir.join(c),
         None => dockerfile.parent().unwrap_or(base_dir).to_path_buf(),
     };
     // Without an explicit context, a missing Dockerfile has already been reported.
     if given.is_some() && !context.is_dir() {
-        let key = if raw.get("context").is_some() {
-            "context"
-        } else {
-            "build_dir"
-        };
-        violation(v, format!("{at}/{key}"), format!("build context {} is not a folder; give the folder whose files the Dockerfile COPYs", context.display()));
+        let key = if raw.get("context").is_some() { "context" } else { "build_dir" };
+        violation(
+            v,
+            format!("{at}/{key}"),
+            format!("build context {} is not a folder; give the folder whose files the Dockerfile COPYs", context.display()),
+        );
     }
     let tags = match raw.get("tag").and_then(Value::as_str) {
-        Some(t) => references(
-            &Value::Array(vec![Value::String(t.into())]),
-            &format!("{at}/tag"),
-            v,
-        ),
+        Some(t) => references(&Value::Array(vec![Value::String(t.into())]), &format!("{at}/tag"), v),
         None => references(&raw["tags"], &format!("{at}/tags"), v),
     };
-    let additional_images = references(
-        &raw["additional_images"],
-        &format!("{at}/additional_images"),
-        v,
-    );
+    let additional_images = references(&raw["additional_images"], &format!("{at}/additional_images"), v);
     let exclude_images = references(&raw["exclude_images"], &format!("{at}/exclude_images"), v);
     if v.len() > before {
         return None;
@@ -384,21 +335,13 @@ fn resolve_build(
         context: std::path::absolute(&context).unwrap_or(context),
         tags,
         build_args: string_map(&raw["build_args"]),
-        target: raw
-            .get("target")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        platform: raw
-            .get("platform")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        target: raw.get("target").and_then(Value::as_str).map(str::to_string),
+        platform: raw.get("platform").and_then(Value::as_str).map(str::to_string),
         labels: string_map(&raw["labels"]),
-        no_cache: raw
-            .get("no_cache")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        no_cache: raw.get("no_cache").and_then(Value::as_bool).unwrap_or(false),
         additional_images,
         exclude_images,
+        watch_stages: WatchStages::Final,
     })
 }
 

@@ -22,17 +22,12 @@ pub struct Violation {
 
 fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        serde_json::from_str(SCHEMA_TEXT).expect("schema/config.schema.json is valid JSON")
-    })
+    SCHEMA.get_or_init(|| serde_json::from_str(SCHEMA_TEXT).expect("schema/config.schema.json is valid JSON"))
 }
 
 fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
-    VALIDATOR.get_or_init(|| {
-        jsonschema::draft202012::new(schema())
-            .expect("schema/config.schema.json is a valid 2020-12 schema")
-    })
+    VALIDATOR.get_or_init(|| jsonschema::draft202012::new(schema()).expect("schema/config.schema.json is a valid 2020-12 schema"))
 }
 
 /// Validates `instance`, returning every violation at once (empty when valid).
@@ -84,24 +79,15 @@ fn known_keys(pointer: &str) -> Vec<String> {
     } else {
         &Value::Null
     };
-    props
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
+    props.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// "unknown key X; did you mean Y?" with the closest key by Jaro-Winkler similarity.
 fn unknown_key(key: &str, known: &[String]) -> String {
-    let best = known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(&key.to_lowercase(), k), k))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let best = known.iter().map(|k| (strsim::jaro_winkler(&key.to_lowercase(), k), k)).max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((score, k)) if score > 0.7 => format!("unknown key \"{key}\"; did you mean \"{k}\"?"),
-        _ => format!(
-            "unknown key \"{key}\"; valid keys are: {}",
-            known.join(", ")
-        ),
+        _ => format!("unknown key \"{key}\"; valid keys are: {}", known.join(", ")),
     }
 }
 
@@ -112,15 +98,10 @@ mod tests {
 
     #[test]
     fn names_closest_key_and_pointer() {
-        let v =
-            check(&json!({"builds": {"a": {"dockerfile": "x", "tags": ["a"], "buildargs": {}}}}));
+        let v = check(&json!({"builds": {"a": {"dockerfile": "x", "tags": ["a"], "buildargs": {}}}}));
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].pointer, "/builds/a");
-        assert!(
-            v[0].message.contains("did you mean \"build_args\""),
-            "{}",
-            v[0].message
-        );
+        assert!(v[0].message.contains("did you mean \"build_args\""), "{}", v[0].message);
     }
 
     #[test]
@@ -131,10 +112,8 @@ mod tests {
 
     #[test]
     fn docker_rebuilder_config_is_valid() {
-        let v = check(
-            &json!({"options": {"log-level": 20, "log-format": "%(message)s", "interval": 300},
-            "builds": {"descriptive-name-here, anything goes": {"dockerfile": "/d", "tag": "t"}}}),
-        );
+        let v = check(&json!({"options": {"log-level": 20, "log-format": "%(message)s", "interval": 300},
+            "builds": {"descriptive-name-here, anything goes": {"dockerfile": "/d", "tag": "t"}}}));
         assert!(v.is_empty(), "{v:?}");
     }
 }

@@ -43,13 +43,7 @@ pub enum ExpandError {
 /// [`ExpandError::Syntax`] for an unterminated `${`, quote, or an unknown modifier.
 pub fn expand_word(word: &str, vars: &Vars, escape: char) -> Result<String, ExpandError> {
     let chars: Vec<char> = word.chars().collect();
-    let mut lexer = Lexer {
-        chars: &chars,
-        pos: 0,
-        vars,
-        escape,
-        word,
-    };
+    let mut lexer = Lexer { chars: &chars, pos: 0, vars, escape, word };
     lexer.process(None)
 }
 
@@ -63,10 +57,7 @@ struct Lexer<'a> {
 
 impl Lexer<'_> {
     fn syntax(&self, reason: &str) -> ExpandError {
-        ExpandError::Syntax {
-            word: self.word.to_string(),
-            reason: reason.to_string(),
-        }
+        ExpandError::Syntax { word: self.word.to_string(), reason: reason.to_string() }
     }
 
     fn peek(&self) -> Option<char> {
@@ -188,20 +179,12 @@ impl Lexer<'_> {
             None => false,
         };
         match op {
-            '-' => Ok(if set {
-                value.cloned().unwrap_or_default()
-            } else {
-                word
-            }),
+            '-' => Ok(if set { value.cloned().unwrap_or_default() } else { word }),
             '+' => Ok(if set { word } else { String::new() }),
             '?' if set => Ok(value.cloned().unwrap_or_default()),
             '?' => Err(ExpandError::Required {
                 name: name.clone(),
-                message: if word.is_empty() {
-                    "is not allowed to be unset".into()
-                } else {
-                    word
-                },
+                message: if word.is_empty() { "is not allowed to be unset".into() } else { word },
             }),
             other => Err(self.syntax(&format!("unsupported modifier '{other}' in ${{{name}…}}"))),
         }
@@ -213,10 +196,7 @@ mod tests {
     use super::*;
 
     fn vars() -> Vars {
-        [("A", "alpine"), ("E", ""), ("T", "3.20")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [("A", "alpine"), ("E", ""), ("T", "3.20")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn x(w: &str) -> Result<String, ExpandError> {
@@ -240,10 +220,7 @@ mod tests {
         assert_eq!(x("${E:+x}").unwrap(), "");
         assert_eq!(x("${E+x}").unwrap(), "x");
         assert_eq!(x("${U:-${A}:${T}}").unwrap(), "alpine:3.20");
-        assert!(matches!(
-            x("${U:?need it}"),
-            Err(ExpandError::Required { .. })
-        ));
+        assert!(matches!(x("${U:?need it}"), Err(ExpandError::Required { .. })));
         assert_eq!(x("${A:?need it}").unwrap(), "alpine");
     }
 

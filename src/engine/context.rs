@@ -60,10 +60,7 @@ impl DockerIgnore {
                 .map_err(|e| format!(".dockerignore line {}: pattern {line:?}: {e}", i + 1))?;
             patterns.push((glob.compile_matcher(), exception));
         }
-        Ok(DockerIgnore {
-            patterns,
-            has_exceptions,
-        })
+        Ok(DockerIgnore { patterns, has_exceptions })
     }
 
     /// True when `rel` (a `/`-separated path inside the context) is excluded:
@@ -116,10 +113,7 @@ fn clean(pat: &str) -> String {
 /// [`EngineError::Context`] naming the file when a file cannot be read, or the
 /// `.dockerignore` line when a pattern is invalid.
 pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, String), EngineError> {
-    let cerr = |path: &Path, message: String| EngineError::Context {
-        path: path.to_path_buf(),
-        message,
-    };
+    let cerr = |path: &Path, message: String| EngineError::Context { path: path.to_path_buf(), message };
     let ignore_path = context.join(".dockerignore");
     let ignore_text = match std::fs::read_to_string(&ignore_path) {
         Ok(t) => t,
@@ -127,27 +121,14 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
         Err(e) => return Err(cerr(&ignore_path, e.to_string())),
     };
     let ignore = DockerIgnore::parse(&ignore_text).map_err(|m| cerr(&ignore_path, m))?;
-    let inside = dockerfile
-        .strip_prefix(context)
-        .ok()
-        .map(|p| p.to_string_lossy().replace('\\', "/"));
-    let file = tempfile::tempfile()
-        .map_err(|e| cerr(context, format!("cannot create a temporary file: {e}")))?;
+    let inside = dockerfile.strip_prefix(context).ok().map(|p| p.to_string_lossy().replace('\\', "/"));
+    let file = tempfile::tempfile().map_err(|e| cerr(context, format!("cannot create a temporary file: {e}")))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
     tar.follow_symlinks(false);
-    let mut walker = walkdir::WalkDir::new(context)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-        .into_iter();
+    let mut walker = walkdir::WalkDir::new(context).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
     while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| cerr(e.path().unwrap_or(context), e.to_string()))?;
-        let rel = entry
-            .path()
-            .strip_prefix(context)
-            .expect("walkdir stays under its root")
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = entry.path().strip_prefix(context).expect("walkdir stays under its root").to_string_lossy().replace('\\', "/");
         let always = rel == ".dockerignore" || inside.as_deref() == Some(rel.as_str());
         if entry.file_type().is_dir() && ignore.prune(&rel) {
             walker.skip_current_dir();
@@ -159,36 +140,27 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
         if inside.is_none() && rel == ".dockerignore" {
             continue; // written below with the injected Dockerfile listed
         }
-        tar.append_path_with_name(entry.path(), &rel)
-            .map_err(|e| cerr(entry.path(), format!("cannot archive: {e}")))?;
+        tar.append_path_with_name(entry.path(), &rel).map_err(|e| cerr(entry.path(), format!("cannot archive: {e}")))?;
     }
     let name = match inside {
         Some(n) => n,
         None => {
             let text = std::fs::read(dockerfile).map_err(|e| cerr(dockerfile, e.to_string()))?;
-            append_bytes(&mut tar, INJECTED_DOCKERFILE, &text)
-                .map_err(|e| cerr(dockerfile, e.to_string()))?;
+            append_bytes(&mut tar, INJECTED_DOCKERFILE, &text).map_err(|e| cerr(dockerfile, e.to_string()))?;
             let ignore = format!("{ignore_text}\n{INJECTED_DOCKERFILE}\n.dockerignore\n");
-            append_bytes(&mut tar, ".dockerignore", ignore.as_bytes())
-                .map_err(|e| cerr(&ignore_path, e.to_string()))?;
+            append_bytes(&mut tar, ".dockerignore", ignore.as_bytes()).map_err(|e| cerr(&ignore_path, e.to_string()))?;
             INJECTED_DOCKERFILE.to_string()
         }
     };
     let mut writer = tar.into_inner().map_err(|e| cerr(context, e.to_string()))?;
     writer.flush().map_err(|e| cerr(context, e.to_string()))?;
-    let mut file = writer
-        .into_inner()
-        .map_err(|e| cerr(context, e.to_string()))?;
+    let mut file = writer.into_inner().map_err(|e| cerr(context, e.to_string()))?;
     use std::io::Seek;
     file.rewind().map_err(|e| cerr(context, e.to_string()))?;
     Ok((file, name))
 }
 
-fn append_bytes<W: Write>(
-    tar: &mut tar::Builder<W>,
-    name: &str,
-    data: &[u8],
-) -> std::io::Result<()> {
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_size(data.len() as u64);
     header.set_mode(0o644);
@@ -203,15 +175,11 @@ mod tests {
 
     #[test]
     fn docker_rules() {
-        let i =
-            DockerIgnore::parse("# c\n*.md\n!README.md\n/build\nsecret/**\n**/*.tmp\n").unwrap();
+        let i = DockerIgnore::parse("# c\n*.md\n!README.md\n/build\nsecret/**\n**/*.tmp\n").unwrap();
         assert!(i.excluded("a.md"));
         assert!(!i.excluded("README.md"));
         assert!(!i.excluded("docs/a.md"), "* does not cross /");
-        assert!(
-            i.excluded("build/x/y"),
-            "a folder match excludes what it holds"
-        );
+        assert!(i.excluded("build/x/y"), "a folder match excludes what it holds");
         assert!(i.excluded("secret/k"));
         assert!(i.excluded("x/y/z.tmp") && i.excluded("z.tmp"));
         assert!(!i.excluded("src/main.rs"));

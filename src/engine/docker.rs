@@ -24,13 +24,12 @@ pub struct DockerEngine {
 
 fn map_err(e: BollardError) -> EngineError {
     match e {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => EngineError::Api(format!("engine answered {status_code}: {message}")),
-        BollardError::IOError { .. }
-        | BollardError::HyperResponseError { .. }
-        | BollardError::RequestTimeoutError => EngineError::Unreachable(e.to_string()),
+        BollardError::DockerResponseServerError { status_code, message } => {
+            EngineError::Api(format!("engine answered {status_code}: {message}"))
+        }
+        BollardError::IOError { .. } | BollardError::HyperResponseError { .. } | BollardError::RequestTimeoutError => {
+            EngineError::Unreachable(e.to_string())
+        }
         other => EngineError::Api(other.to_string()),
     }
 }
@@ -42,12 +41,8 @@ impl DockerEngine {
     /// # Errors
     /// [`EngineError::Unreachable`] when the engine does not answer.
     pub async fn connect() -> Result<Self, EngineError> {
-        let docker =
-            Docker::connect_with_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let docker = Docker::connect_with_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let docker = docker.negotiate_version().await.map_err(|e| EngineError::Unreachable(e.to_string()))?;
         Ok(DockerEngine { docker })
     }
 }
@@ -55,23 +50,14 @@ impl DockerEngine {
 /// Credentials for `registry` from `~/.docker/config.json` / `$DOCKER_CONFIG`
 /// (helpers included), in the form the Engine API's `X-Registry-Auth` takes.
 fn credentials_for(registry: &str) -> Option<DockerCredentials> {
-    let server = if registry == "docker.io" {
-        "https://index.docker.io/v1/"
-    } else {
-        registry
-    };
+    let server = if registry == "docker.io" { "https://index.docker.io/v1/" } else { registry };
     match docker_credential::get_credential(server).ok()? {
-        docker_credential::DockerCredential::UsernamePassword(u, p) => Some(DockerCredentials {
-            username: Some(u),
-            password: Some(p),
-            serveraddress: Some(server.into()),
-            ..Default::default()
-        }),
-        docker_credential::DockerCredential::IdentityToken(t) => Some(DockerCredentials {
-            identitytoken: Some(t),
-            serveraddress: Some(server.into()),
-            ..Default::default()
-        }),
+        docker_credential::DockerCredential::UsernamePassword(u, p) => {
+            Some(DockerCredentials { username: Some(u), password: Some(p), serveraddress: Some(server.into()), ..Default::default() })
+        }
+        docker_credential::DockerCredential::IdentityToken(t) => {
+            Some(DockerCredentials { identitytoken: Some(t), serveraddress: Some(server.into()), ..Default::default() })
+        }
     }
 }
 
@@ -79,11 +65,7 @@ fn credentials_for(registry: &str) -> Option<DockerCredentials> {
 impl Engine for DockerEngine {
     async fn platform(&self) -> Result<String, EngineError> {
         let v = self.docker.version().await.map_err(map_err)?;
-        Ok(format!(
-            "{}/{}",
-            v.os.unwrap_or_else(|| "linux".into()),
-            v.arch.unwrap_or_else(|| "amd64".into())
-        ))
+        Ok(format!("{}/{}", v.os.unwrap_or_else(|| "linux".into()), v.arch.unwrap_or_else(|| "amd64".into())))
     }
 
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
@@ -93,9 +75,7 @@ impl Engine for DockerEngine {
                 repo_digests: i.repo_digests.unwrap_or_default(),
                 labels: i.config.and_then(|c| c.labels).unwrap_or_default(),
             })),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(e) => Err(map_err(e)),
         }
     }
@@ -107,34 +87,21 @@ impl Engine for DockerEngine {
             platform: platform.unwrap_or_default().to_string(),
             ..Default::default()
         };
-        let mut stream =
-            self.docker
-                .create_image(Some(options), None, credentials_for(image.registry()));
+        let mut stream = self.docker.create_image(Some(options), None, credentials_for(image.registry()));
         while let Some(item) = stream.next().await {
             let info = item.map_err(map_err)?;
             if let Some(detail) = info.error_detail {
-                return Err(EngineError::Api(format!(
-                    "pull {image}: {}",
-                    detail.message.unwrap_or_default()
-                )));
+                return Err(EngineError::Api(format!("pull {image}: {}", detail.message.unwrap_or_default())));
             }
         }
         Ok(())
     }
 
     async fn build(&self, request: &BuildRequest) -> Result<String, EngineError> {
-        let (ctx, dir, df) = (
-            request.context.clone(),
-            request.context.clone(),
-            request.dockerfile.clone(),
-        );
-        let (file, dockerfile_name) =
-            tokio::task::spawn_blocking(move || context::archive(&ctx, &df))
-                .await
-                .map_err(|e| EngineError::Context {
-                    path: dir,
-                    message: e.to_string(),
-                })??;
+        let (ctx, dir, df) = (request.context.clone(), request.context.clone(), request.dockerfile.clone());
+        let (file, dockerfile_name) = tokio::task::spawn_blocking(move || context::archive(&ctx, &df))
+            .await
+            .map_err(|e| EngineError::Context { path: dir, message: e.to_string() })??;
         let body = bollard::body_try_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
         let first = request.tags.first().map(ToString::to_string);
         let options = BuildImageOptions {
@@ -149,11 +116,8 @@ impl Engine for DockerEngine {
             platform: request.platform.clone().unwrap_or_default(),
             ..Default::default()
         };
-        let creds: HashMap<String, DockerCredentials> = request
-            .tags
-            .iter()
-            .filter_map(|t| credentials_for(t.registry()).map(|c| (t.registry().to_string(), c)))
-            .collect();
+        let creds: HashMap<String, DockerCredentials> =
+            request.tags.iter().filter_map(|t| credentials_for(t.registry()).map(|c| (t.registry().to_string(), c))).collect();
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
         let mut image_id = None;
@@ -161,19 +125,11 @@ impl Engine for DockerEngine {
             let info = match item {
                 Ok(i) => i,
                 Err(BollardError::DockerStreamError { error }) => {
-                    return Err(EngineError::Build {
-                        message: error,
-                        tail: Vec::from(tail).join("\n"),
-                    });
+                    return Err(EngineError::Build { message: error, tail: Vec::from(tail).join("\n") });
                 }
                 Err(e) => return Err(map_err(e)),
             };
-            for line in info
-                .stream
-                .iter()
-                .flat_map(|s| s.lines())
-                .filter(|l| !l.trim().is_empty())
-            {
+            for line in info.stream.iter().flat_map(|s| s.lines()).filter(|l| !l.trim().is_empty()) {
                 tracing::debug!(build = %request.name, "{line}");
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
@@ -181,10 +137,7 @@ impl Engine for DockerEngine {
                 tail.push_back(line.to_string());
             }
             if let Some(detail) = info.error_detail {
-                return Err(EngineError::Build {
-                    message: detail.message.unwrap_or_default(),
-                    tail: Vec::from(tail).join("\n"),
-                });
+                return Err(EngineError::Build { message: detail.message.unwrap_or_default(), tail: Vec::from(tail).join("\n") });
             }
             if let Some(id) = info.aux.and_then(|a| a.id) {
                 image_id = Some(id);
@@ -192,24 +145,14 @@ impl Engine for DockerEngine {
         }
         let id = match image_id {
             Some(id) => id,
-            None => self
-                .inspect(first.as_deref().unwrap_or_default())
-                .await?
-                .map(|i| i.id)
-                .ok_or_else(|| EngineError::Build {
-                    message: "the engine reported no image ID".into(),
-                    tail: Vec::from(tail).join("\n"),
-                })?,
+            None => self.inspect(first.as_deref().unwrap_or_default()).await?.map(|i| i.id).ok_or_else(|| EngineError::Build {
+                message: "the engine reported no image ID".into(),
+                tail: Vec::from(tail).join("\n"),
+            })?,
         };
         for tag in request.tags.iter().skip(1) {
-            let options = TagImageOptions {
-                repo: Some(tag.name()),
-                tag: tag.tag().map(str::to_string),
-            };
-            self.docker
-                .tag_image(&id, Some(options))
-                .await
-                .map_err(map_err)?;
+            let options = TagImageOptions { repo: Some(tag.name()), tag: tag.tag().map(str::to_string) };
+            self.docker.tag_image(&id, Some(options)).await.map_err(map_err)?;
         }
         Ok(id)
     }

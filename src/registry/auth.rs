@@ -73,11 +73,7 @@ fn parse_params(s: &str) -> HashMap<String, String> {
 /// Docker Hub's credentials are stored under `https://index.docker.io/v1/`
 /// (docker CLI `registry.IndexServer`).
 pub fn credentials(registry: &str) -> Option<(String, String)> {
-    let server = if registry == "docker.io" {
-        "https://index.docker.io/v1/"
-    } else {
-        registry
-    };
+    let server = if registry == "docker.io" { "https://index.docker.io/v1/" } else { registry };
     match docker_credential::get_credential(server).ok()? {
         docker_credential::DockerCredential::UsernamePassword(u, p) => Some((u, p)),
         // An identity token is sent as the password with the placeholder user, as the docker CLI does.
@@ -102,10 +98,7 @@ mod tests {
                 scope: Some("repository:library/alpine:pull".into())
             })
         );
-        assert_eq!(
-            parse_challenge("Basic realm=\"basic-realm\""),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(parse_challenge("Basic realm=\"basic-realm\""), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
     }
 }

@@ -44,19 +44,12 @@ impl HttpRegistry {
             .user_agent(concat!("freshen/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client builds");
-        HttpRegistry {
-            client,
-            tokens: Mutex::new(HashMap::new()),
-        }
+        HttpRegistry { client, tokens: Mutex::new(HashMap::new()) }
     }
 
     /// Base URL of `image`'s registry: plain HTTP for loopback registries, as dockerd does.
     fn base_url(image: &ImageRef) -> String {
-        let scheme = if image.is_loopback_registry() {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if image.is_loopback_registry() { "http" } else { "https" };
         format!("{scheme}://{}", image.api_host())
     }
 
@@ -68,23 +61,11 @@ impl HttpRegistry {
             message = format!("{message}: {s}");
             source = s.source();
         }
-        RegistryError::Unreachable {
-            registry: image.registry().to_string(),
-            message,
-        }
+        RegistryError::Unreachable { registry: image.registry().to_string(), message }
     }
 
-    async fn head(
-        &self,
-        image: &ImageRef,
-        authorization: Option<&str>,
-    ) -> Result<Response, RegistryError> {
-        let url = format!(
-            "{}/v2/{}/manifests/{}",
-            Self::base_url(image),
-            image.repository(),
-            image.manifest_reference()
-        );
+    async fn head(&self, image: &ImageRef, authorization: Option<&str>) -> Result<Response, RegistryError> {
+        let url = format!("{}/v2/{}/manifests/{}", Self::base_url(image), image.repository(), image.manifest_reference());
         let mut req = self.client.head(&url).header(ACCEPT, MANIFEST_ACCEPT);
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a);
@@ -95,16 +76,10 @@ impl HttpRegistry {
     /// Answers a 401 challenge; returns the `Authorization` value to retry with.
     async fn authorise(&self, image: &ImageRef, challenge: &str) -> Result<String, RegistryError> {
         let creds = auth::credentials(image.registry());
-        let refused = |message: String| RegistryError::Auth {
-            registry: image.registry().into(),
-            image: image.to_string(),
-            message,
-        };
+        let refused = |message: String| RegistryError::Auth { registry: image.registry().into(), image: image.to_string(), message };
         match auth::parse_challenge(challenge) {
             Some(Challenge::Basic) => {
-                let (u, p) = creds.ok_or_else(|| {
-                    refused("basic auth required and no credentials are configured".into())
-                })?;
+                let (u, p) = creds.ok_or_else(|| refused("basic auth required and no credentials are configured".into()))?;
                 use base64_engine::encode;
                 Ok(format!("Basic {}", encode(&format!("{u}:{p}"))))
             }
@@ -119,29 +94,15 @@ impl HttpRegistry {
                 }
                 let resp = req.send().await.map_err(|e| Self::unreachable(image, &e))?;
                 if !resp.status().is_success() {
-                    return Err(refused(format!(
-                        "token endpoint answered {}",
-                        resp.status()
-                    )));
+                    return Err(refused(format!("token endpoint answered {}", resp.status())));
                 }
-                let body: TokenResponse = resp
-                    .json()
-                    .await
-                    .map_err(|e| refused(format!("bad token response: {e}")))?;
-                let token = body
-                    .token
-                    .or(body.access_token)
-                    .ok_or_else(|| refused("token response has no token".into()))?;
+                let body: TokenResponse = resp.json().await.map_err(|e| refused(format!("bad token response: {e}")))?;
+                let token = body.token.or(body.access_token).ok_or_else(|| refused("token response has no token".into()))?;
                 let value = format!("Bearer {token}");
-                self.tokens
-                    .lock()
-                    .expect("token cache lock")
-                    .insert(Self::cache_key(image), value.clone());
+                self.tokens.lock().expect("token cache lock").insert(Self::cache_key(image), value.clone());
                 Ok(value)
             }
-            None => Err(refused(format!(
-                "unsupported authentication challenge {challenge:?}"
-            ))),
+            None => Err(refused(format!("unsupported authentication challenge {challenge:?}"))),
         }
     }
 
@@ -150,20 +111,10 @@ impl HttpRegistry {
     }
 
     async fn check_once(&self, image: &ImageRef) -> Result<String, RegistryError> {
-        let cached = self
-            .tokens
-            .lock()
-            .expect("token cache lock")
-            .get(&Self::cache_key(image))
-            .cloned();
+        let cached = self.tokens.lock().expect("token cache lock").get(&Self::cache_key(image)).cloned();
         let mut resp = self.head(image, cached.as_deref()).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            let challenge = resp
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
+            let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let authorization = self.authorise(image, &challenge).await?;
             resp = self.head(image, Some(&authorization)).await?;
         }
@@ -175,23 +126,12 @@ impl HttpRegistry {
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
-                .ok_or(RegistryError::NoDigest {
-                    registry,
-                    image: image.to_string(),
-                }),
-            StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
-                image: image.to_string(),
-            }),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RegistryError::Auth {
-                registry,
-                image: image.to_string(),
-                message: format!("answered {status}"),
-            }),
-            s => Err(RegistryError::Status {
-                registry,
-                image: image.to_string(),
-                status: s.as_u16(),
-            }),
+                .ok_or(RegistryError::NoDigest { registry, image: image.to_string() }),
+            StatusCode::NOT_FOUND => Err(RegistryError::NotFound { image: image.to_string() }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(RegistryError::Auth { registry, image: image.to_string(), message: format!("answered {status}") })
+            }
+            s => Err(RegistryError::Status { registry, image: image.to_string(), status: s.as_u16() }),
         }
     }
 }

@@ -18,12 +18,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// True when a Docker engine answers. With `CI=true`, a missing engine panics:
 /// nothing skips silently in CI.
 pub fn engine_available() -> bool {
-    let ok = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !ok && std::env::var("CI").as_deref() == Ok("true") {
         panic!("CI=true but no Docker engine answers; run scripts/engine.sh start");
     }
@@ -35,11 +30,7 @@ pub fn engine_available() -> bool {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A registry process and its access log.
@@ -64,11 +55,7 @@ impl Registry {
         )
         .unwrap();
         let log = dir.join("registry.log");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -87,11 +74,7 @@ impl Registry {
 
     /// Clears the access log.
     pub fn clear_log(&self) {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&self.log)
-            .unwrap();
+        std::fs::OpenOptions::new().write(true).truncate(true).open(&self.log).unwrap();
     }
 
     /// Access log lines (`"METHOD /path HTTP/1.1" status …`) since the last clear.
@@ -127,17 +110,8 @@ impl Env {
     pub fn new(name: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::start(dir.path());
-        let prefix = format!(
-            "freshen-test-{}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst),
-            name
-        );
-        Env {
-            dir,
-            registry,
-            prefix,
-        }
+        let prefix = format!("freshen-test-{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), name);
+        Env { dir, registry, prefix }
     }
 
     /// `127.0.0.1:PORT/<prefix>/<repo>`.
@@ -148,28 +122,16 @@ impl Env {
     /// Builds a base `FROM scratch` with static busybox and `/etc/base-version`
     /// holding `version`, tags it as [`Env::image`]`(repo_tag)` and pushes it.
     pub fn push_base(&self, repo_tag: &str, version: &str) {
-        let ctx = self
-            .dir
-            .path()
-            .join(format!("base-{}", repo_tag.replace([':', '/'], "_")));
+        let ctx = self.dir.path().join(format!("base-{}", repo_tag.replace([':', '/'], "_")));
         std::fs::create_dir_all(&ctx).unwrap();
-        std::fs::copy("/bin/busybox", ctx.join("busybox"))
-            .expect("static busybox (apt-get install busybox-static)");
+        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("static busybox (apt-get install busybox-static)");
         std::fs::write(
             ctx.join("Dockerfile"),
             format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox --install -s /bin && echo {version} > /etc/base-version\"]\n"),
         )
         .unwrap();
         let image = self.image(repo_tag);
-        docker(&[
-            "build",
-            "-q",
-            "--label",
-            &format!("freshen.test={}", self.prefix),
-            "-t",
-            &image,
-            ctx.to_str().unwrap(),
-        ]);
+        docker(&["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()]);
         docker(&["push", "-q", &image]);
     }
 
@@ -177,10 +139,7 @@ impl Env {
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::File::create(&p)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
         p
     }
 
@@ -205,14 +164,8 @@ impl Env {
 
     /// Runs `freshen -c config.json <args>`.
     pub fn freshen(&self, args: &[&str]) -> Output {
-        let out = freshen_cmd(&self.dir.path().join("config.json"), args)
-            .output()
-            .unwrap();
-        eprintln!(
-            "freshen {args:?} → {:?}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = freshen_cmd(&self.dir.path().join("config.json"), args).output().unwrap();
+        eprintln!("freshen {args:?} → {:?}\n{}", out.status.code(), String::from_utf8_lossy(&out.stderr));
         out
     }
 }
@@ -242,64 +195,37 @@ pub fn remove_labelled(label: &str) {
             return;
         }
         left = ids.len();
-        let _ = Command::new("docker")
-            .arg("rmi")
-            .arg("-f")
-            .args(&ids)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("docker").arg("rmi").arg("-f").args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
 
 /// The freshen binary under test with `-c config` and `args`; logs at debug.
 pub fn freshen_cmd(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_freshen"));
-    c.arg("-c")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "freshen=debug");
+    c.arg("-c").arg(config).args(args).env("RUST_LOG", "freshen=debug");
     c
 }
 
 /// Runs the docker CLI; panics with its output on failure.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The image ID of `reference`, or `None` when the engine has no such image.
 pub fn image_id(reference: &str) -> Option<String> {
-    let out = Command::new("docker")
-        .args(["image", "inspect", "-f", "{{.Id}}", reference])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", reference]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A label of `reference`.
 pub fn label(reference: &str, key: &str) -> Option<String> {
     let out = Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "-f",
-            &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
-            reference,
-        ])
+        .args(["image", "inspect", "-f", &format!("{{{{index .Config.Labels \"{key}\"}}}}"), reference])
         .output()
         .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// Reads a file from `reference` by running it once (container removed).
