@@ -14,6 +14,7 @@ use crate::config::{self, Config, LogFormat};
 use crate::cycle::CycleReport;
 use crate::engine::Engine;
 use crate::project::{self, Project};
+use crate::registry::HttpRegistry;
 use crate::watcher::{self, Mode};
 
 /// Exit code: success.
@@ -140,7 +141,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
 async fn run_watcher(config: &Config, texts: &HashMap<String, Result<String, String>>, mode: Mode, format: Format) -> i32 {
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
-    let engine = match watcher::connect_engine(mode.once || mode.dry_run, &cancel).await {
+    let engine = match watcher::connect_engine(&config.registries, mode.once || mode.dry_run, &cancel).await {
         Ok(e) => Arc::new(e),
         Err(e) if cancel.is_cancelled() => {
             tracing::info!(error = %e, "stopped before the engine answered");
@@ -162,7 +163,14 @@ async fn run_watcher(config: &Config, texts: &HashMap<String, Result<String, Str
     };
     tracing::info!(builds = config.builds.len(), interval = ?config.options.interval, platform = ?platform, "freshen started");
     let once = mode.once || mode.dry_run;
-    let report = watcher::run(config, project, engine, Mode { once, ..mode }, cancel.clone()).await;
+    let registry = match HttpRegistry::new(config.options.registry_timeout, config.registries.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("freshen: {}: {e}", config.path.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let report = watcher::run(config, project, engine, registry, Mode { once, ..mode }, cancel.clone()).await;
     match report {
         Some(r) if once => {
             print_report(&r, format, mode.dry_run);

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`cli`]: clap definitions and subcommands (run, `--once`, plan, graph, validate).
 //! - [`config`]: raw JSON → schema check → resolved [`config::Config`].
+//! - [`credentials`]: registry credentials and per-registry settings; secrets never print.
 //! - [`reference`]: image references: parse, normalise, compare (pure).
 //! - [`dockerfile`]: base-image resolution: stages, ARG expansion (pure).
 //! - [`project`]: a config resolved against its Dockerfiles; `plan` output (pure but for one reader).
@@ -15,6 +16,8 @@
 //! - [`engine`]: trait [`engine::Engine`] and the bollard implementation; build contexts.
 //! - [`executor`]: runs a plan: ordering, parallelism, failure propagation.
 //! - [`state`]: versioned state file, atomic writes.
+//! - [`check`]: a cycle's checks: each watched image once; pinned, built, registry, local.
+//! - [`rebuild`]: one build: pull, build with labels, record.
 //! - [`cycle`]: one cycle: check → plan → execute → record.
 //! - [`watcher`]: the loop; one cycle at a time; shutdown.
 //!
@@ -23,8 +26,10 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod cycle;
 pub mod dockerfile;
 pub mod engine;
@@ -32,6 +37,7 @@ pub mod executor;
 pub mod graph;
 pub mod plan;
 pub mod project;
+pub mod rebuild;
 pub mod reference;
 pub mod registry;
 pub mod state;

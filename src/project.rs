@@ -73,12 +73,21 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
 ///
 /// `engine_platform` is the engine's `os/arch` for the automatic platform ARGs;
 /// `None` (offline, as in `plan`) uses this host's.
-pub fn analyse(config: &Config, texts: &HashMap<String, Result<String, String>>, engine_platform: Option<&str>) -> Result<Project, CycleError> {
+pub fn analyse(
+    config: &Config,
+    texts: &HashMap<String, Result<String, String>>,
+    engine_platform: Option<&str>,
+) -> Result<Project, CycleError> {
     let mut builds = BTreeMap::new();
     for b in config.builds.values() {
         let resolution = match texts.get(&b.name) {
             Some(Ok(text)) => {
-                let input = ResolveInput { build_args: Some(&b.build_args), target: b.target.as_deref(), platform: b.platform.as_deref(), engine_platform };
+                let input = ResolveInput {
+                    build_args: Some(&b.build_args),
+                    target: b.target.as_deref(),
+                    platform: b.platform.as_deref(),
+                    engine_platform,
+                };
                 dockerfile::resolve(text, &input).map_err(|e| format!("{}: {e}", b.dockerfile.display()))
             }
             Some(Err(e)) => Err(e.clone()),

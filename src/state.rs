@@ -37,7 +37,27 @@ pub struct ImageRecord {
     pub digest: String,
     /// Where it came from.
     pub source: DigestSource,
-    /// When it was seen, seconds since the Unix epoch.
+    /// When it was last seen, seconds since the Unix epoch.
+    pub seen_at: u64,
+    /// When this digest was first seen (for the settle window), seconds since the Unix epoch.
+    #[serde(default)]
+    pub since: u64,
+    /// Platform → child manifest digest, when the digest is an index's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<String, String>,
+}
+
+/// The last rate-limit headers a registry sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRecord {
+    /// `RateLimit-Limit`.
+    pub limit: u64,
+    /// `RateLimit-Remaining`.
+    pub remaining: u64,
+    /// Window (`w=`), seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+    /// When the headers were seen, seconds since the Unix epoch.
     pub seen_at: u64,
 }
 
@@ -67,11 +87,14 @@ pub struct State {
     /// Build name → what it was built from.
     #[serde(default)]
     pub builds: BTreeMap<String, BuildRecord>,
+    /// Registry host → last rate-limit headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registries: BTreeMap<String, RegistryRecord>,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State { version: STATE_VERSION, images: BTreeMap::new(), builds: BTreeMap::new() }
+        State { version: STATE_VERSION, images: BTreeMap::new(), builds: BTreeMap::new(), registries: BTreeMap::new() }
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::credentials::Registries;
 use crate::cycle::{self, CycleInput, CycleReport};
 use crate::engine::{DockerEngine, Engine, EngineError};
 use crate::project::Project;
@@ -52,10 +53,10 @@ pub fn load_state(path: &std::path::Path) -> State {
 ///
 /// # Errors
 /// [`EngineError::Unreachable`] in `once` mode, or when cancelled before connecting.
-pub async fn connect_engine(once: bool, cancel: &CancellationToken) -> Result<DockerEngine, EngineError> {
+pub async fn connect_engine(registries: &Registries, once: bool, cancel: &CancellationToken) -> Result<DockerEngine, EngineError> {
     let mut delay = Duration::from_secs(1);
     loop {
-        match DockerEngine::connect().await {
+        match DockerEngine::connect(registries.clone()).await {
             Ok(e) => return Ok(e),
             Err(e) if once => return Err(e),
             Err(e) => {
@@ -72,10 +73,18 @@ pub async fn connect_engine(once: bool, cancel: &CancellationToken) -> Result<Do
 
 /// Runs cycles for `config` and `project` with `engine`, until `cancel` fires or,
 /// with `mode.once`, after one cycle. Returns the last cycle's report.
-pub async fn run(config: &Config, project: Project, engine: Arc<dyn Engine>, mode: Mode, cancel: CancellationToken) -> Option<CycleReport> {
+pub async fn run(
+    config: &Config,
+    project: Project,
+    engine: Arc<dyn Engine>,
+    registry: HttpRegistry,
+    mode: Mode,
+    cancel: CancellationToken,
+) -> Option<CycleReport> {
     let opts = &config.options;
     let state = Arc::new(Mutex::new(load_state(&opts.state_file)));
-    let registry: Arc<dyn Registry> = Arc::new(HttpRegistry::new(opts.registry_timeout));
+    let registry: Arc<dyn Registry> = Arc::new(registry);
+    let engine_platform = engine.platform().await.unwrap_or_else(|_| crate::dockerfile::host_platform());
     let project = Arc::new(project);
     let mut first = true;
     loop {
@@ -90,6 +99,9 @@ pub async fn run(config: &Config, project: Project, engine: Arc<dyn Engine>, mod
             shutdown_grace: opts.shutdown_grace,
             rebuild_all: first && opts.rebuild_on_start,
             dry_run: mode.dry_run,
+            settle: opts.settle,
+            rate_limit_reserve: opts.rate_limit_reserve,
+            engine_platform: engine_platform.clone(),
             cancel: cancel.clone(),
         };
         let span = tracing::info_span!("cycle");
@@ -102,8 +114,13 @@ pub async fn run(config: &Config, project: Project, engine: Arc<dyn Engine>, mod
         if mode.once || cancel.is_cancelled() {
             return Some(report);
         }
+        // A change still settling is rechecked when its window ends, not a whole interval later.
+        let wait = match report.recheck_at {
+            Some(at) => Duration::from_secs(at.saturating_sub(state::now_secs())).min(opts.interval),
+            None => opts.interval,
+        };
         tokio::select! {
-            _ = tokio::time::sleep(opts.interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return Some(report),
         }
     }

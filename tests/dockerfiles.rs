@@ -17,7 +17,8 @@ fn every_fixture_resolves_as_docker_documents() {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dockerfiles"));
     let mut failures = Vec::new();
     let mut count = 0;
-    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
     names.sort();
     for spec_path in names {
         count += 1;
@@ -25,7 +26,8 @@ fn every_fixture_resolves_as_docker_documents() {
         let spec: Value = serde_json::from_str(&std::fs::read_to_string(&spec_path).unwrap()).unwrap();
         let text = std::fs::read_to_string(spec_path.with_extension("Dockerfile")).unwrap();
         let input = &spec["input"];
-        let build_args: HashMap<String, String> = serde_json::from_value(input.get("build_args").cloned().unwrap_or(Value::Object(Default::default()))).unwrap();
+        let build_args: HashMap<String, String> =
+            serde_json::from_value(input.get("build_args").cloned().unwrap_or(Value::Object(Default::default()))).unwrap();
         let ri = ResolveInput {
             build_args: Some(&build_args),
             target: input["target"].as_str(),

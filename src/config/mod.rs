@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::credentials::{Credential, Registries, RegistryOptions, Secret};
 use crate::dockerfile::WatchStages;
 use crate::reference::ImageRef;
 pub use schema::Violation;
@@ -87,6 +88,10 @@ pub struct Options {
     pub log_format: LogFormat,
     /// Rebuild every build in the first cycle after start.
     pub rebuild_on_start: bool,
+    /// A changed digest must be seen unchanged this long before builds start (default 0).
+    pub settle: Duration,
+    /// Check a registry less often when its remaining quota falls under this (default 10).
+    pub rate_limit_reserve: u64,
     /// Default of `watch_stages` for builds that do not set it.
     pub watch_stages: WatchStages,
     /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
@@ -131,6 +136,8 @@ pub struct Config {
     pub options: Options,
     /// Builds by name, sorted.
     pub builds: BTreeMap<String, Build>,
+    /// Per-registry settings and credentials.
+    pub registries: Registries,
 }
 
 /// Reads and resolves the config at `path`.
@@ -190,11 +197,12 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
     check_duplicate_tags(&builds, &mut v);
+    let registries = resolve_registries(&raw["registries"], &base_dir, &mut v);
     if !v.is_empty() {
         v.sort_by(|a: &Violation, b| a.pointer.cmp(&b.pointer));
         return Err(invalid(v));
     }
-    Ok(Config { path: path.to_path_buf(), options, builds })
+    Ok(Config { path: path.to_path_buf(), options, builds, registries })
 }
 
 fn violation(v: &mut Vec<Violation>, pointer: String, message: String) {
@@ -265,6 +273,8 @@ fn resolve_options(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Opti
         log_format,
         rebuild_on_start: raw.get("rebuild_on_start").and_then(Value::as_bool).unwrap_or(false),
         watch_stages: watch_stages(raw).unwrap_or_default(),
+        settle: duration(raw, "settle", Duration::ZERO, v),
+        rate_limit_reserve: raw.get("rate_limit_reserve").and_then(Value::as_u64).unwrap_or(10),
         warnings,
     }
 }
@@ -343,6 +353,38 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         exclude_images,
         watch_stages: WatchStages::Final,
     })
+}
+
+fn resolve_registries(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Registries {
+    let mut out = Registries::new();
+    for (host, r) in raw.as_object().into_iter().flatten() {
+        let at = format!("/registries/{}", escape_pointer(host));
+        let credential = match (r.get("username").and_then(Value::as_str), r.get("password_file").and_then(Value::as_str)) {
+            (Some(username), Some(file)) => match std::fs::read_to_string(base_dir.join(file)) {
+                Ok(p) => {
+                    Some(Credential { username: username.to_string(), password: Secret::new(p.trim_end_matches(['\r', '\n']).to_string()) })
+                }
+                Err(e) => {
+                    violation(
+                        v,
+                        format!("{at}/password_file"),
+                        format!("cannot read {}: {e}; give a file holding only the password", base_dir.join(file).display()),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let ca_file = r.get("ca_file").and_then(Value::as_str).map(|f| base_dir.join(f));
+        if let Some(ca) = ca_file.as_ref().filter(|c| !c.is_file()) {
+            violation(v, format!("{at}/ca_file"), format!("{} is not a file; give a PEM CA certificate", ca.display()));
+        }
+        out.insert(
+            host.clone(),
+            RegistryOptions { credential, insecure: r.get("insecure").and_then(Value::as_bool).unwrap_or(false), ca_file },
+        );
+    }
+    out
 }
 
 fn check_duplicate_tags(builds: &BTreeMap<String, Build>, v: &mut Vec<Violation>) {

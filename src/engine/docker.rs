@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
 use super::{context, BuildRequest, Engine, EngineError, ImageInfo};
+use crate::credentials::{self, Registries};
 use crate::reference::ImageRef;
 
 /// Lines of build output kept for the error report.
@@ -20,6 +21,8 @@ const TAIL_LINES: usize = 30;
 #[derive(Debug, Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    /// Per-registry credentials from the config, tried before the Docker CLI's.
+    registries: Registries,
 }
 
 fn map_err(e: BollardError) -> EngineError {
@@ -40,24 +43,27 @@ impl DockerEngine {
     ///
     /// # Errors
     /// [`EngineError::Unreachable`] when the engine does not answer.
-    pub async fn connect() -> Result<Self, EngineError> {
+    pub async fn connect(registries: Registries) -> Result<Self, EngineError> {
         let docker = Docker::connect_with_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
         let docker = docker.negotiate_version().await.map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        Ok(DockerEngine { docker })
+        Ok(DockerEngine { docker, registries })
     }
 }
 
-/// Credentials for `registry` from `~/.docker/config.json` / `$DOCKER_CONFIG`
-/// (helpers included), in the form the Engine API's `X-Registry-Auth` takes.
-fn credentials_for(registry: &str) -> Option<DockerCredentials> {
-    let server = if registry == "docker.io" { "https://index.docker.io/v1/" } else { registry };
-    match docker_credential::get_credential(server).ok()? {
-        docker_credential::DockerCredential::UsernamePassword(u, p) => {
-            Some(DockerCredentials { username: Some(u), password: Some(p), serveraddress: Some(server.into()), ..Default::default() })
+impl DockerEngine {
+    /// Credentials for `registry` in the form the Engine API's `X-Registry-Auth` takes.
+    fn credentials_for(&self, registry: &str) -> Option<DockerCredentials> {
+        let c = credentials::lookup(&self.registries, registry)?;
+        let serveraddress = Some(credentials::server_address(registry));
+        if c.username == "<token>" {
+            return Some(DockerCredentials { identitytoken: Some(c.password.expose().to_string()), serveraddress, ..Default::default() });
         }
-        docker_credential::DockerCredential::IdentityToken(t) => {
-            Some(DockerCredentials { identitytoken: Some(t), serveraddress: Some(server.into()), ..Default::default() })
-        }
+        Some(DockerCredentials {
+            username: Some(c.username),
+            password: Some(c.password.expose().to_string()),
+            serveraddress,
+            ..Default::default()
+        })
     }
 }
 
@@ -87,7 +93,7 @@ impl Engine for DockerEngine {
             platform: platform.unwrap_or_default().to_string(),
             ..Default::default()
         };
-        let mut stream = self.docker.create_image(Some(options), None, credentials_for(image.registry()));
+        let mut stream = self.docker.create_image(Some(options), None, self.credentials_for(image.registry()));
         while let Some(item) = stream.next().await {
             let info = item.map_err(map_err)?;
             if let Some(detail) = info.error_detail {
@@ -117,7 +123,7 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let creds: HashMap<String, DockerCredentials> =
-            request.tags.iter().filter_map(|t| credentials_for(t.registry()).map(|c| (t.registry().to_string(), c))).collect();
+            request.tags.iter().filter_map(|t| self.credentials_for(t.registry()).map(|c| (t.registry().to_string(), c))).collect();
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
         let mut image_id = None;

@@ -1,7 +1,6 @@
 //! Registry authentication: the `WWW-Authenticate` challenge and the token
-//! flow of the Docker registry ("Token Authentication Specification"), with
-//! credentials from `~/.docker/config.json` / `$DOCKER_CONFIG` read by the
-//! `docker_credential` crate (credential helpers included).
+//! flow of the Docker registry ("Token Authentication Specification").
+//! Credentials come from [`crate::credentials`].
 //!
 //! The challenge parser is ours: the header has one small grammar
 //! (RFC 7235 §4.1, `scheme param="value", …`) and the crates that parse it are
@@ -65,19 +64,6 @@ fn parse_params(s: &str) -> HashMap<String, String> {
             value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
         }
         out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
-    }
-}
-
-/// Username and password (or identity token) for `registry`, if the Docker config has any.
-///
-/// Docker Hub's credentials are stored under `https://index.docker.io/v1/`
-/// (docker CLI `registry.IndexServer`).
-pub fn credentials(registry: &str) -> Option<(String, String)> {
-    let server = if registry == "docker.io" { "https://index.docker.io/v1/" } else { registry };
-    match docker_credential::get_credential(server).ok()? {
-        docker_credential::DockerCredential::UsernamePassword(u, p) => Some((u, p)),
-        // An identity token is sent as the password with the placeholder user, as the docker CLI does.
-        docker_credential::DockerCredential::IdentityToken(t) => Some(("<token>".into(), t)),
     }
 }
 

@@ -1,30 +1,42 @@
-//! [`Registry`] over HTTP with reqwest: HEAD on the manifest, the anonymous or
-//! credentialed bearer-token flow, basic auth, and retries of transient failures.
+//! [`Registry`] over HTTP with reqwest: manifest HEAD and index GET, the
+//! anonymous or credentialed bearer-token flow and basic auth, retries of
+//! transient failures with jittered exponential backoff, and 429 back-off.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use rand::RngExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Client, Method, Response, StatusCode};
 
 use super::auth::{self, Challenge};
-use super::{Registry, RegistryError, MANIFEST_ACCEPT};
+use super::{parse_index, parse_rate_limit, Head, Registry, RegistryError, MANIFEST_ACCEPT};
+use crate::credentials::{self, Registries};
 use crate::reference::ImageRef;
 
-/// Attempts per check for transient failures (connection errors, timeouts, 5xx).
+/// Attempts per request for transient failures (connection errors, timeouts, 5xx).
 const ATTEMPTS: u32 = 3;
 /// First backoff; doubled each retry, with up to 50 % random jitter added.
 const BACKOFF: Duration = Duration::from_millis(200);
+/// Back-off after a 429 without a usable `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Registry client over HTTP(S).
 #[derive(Debug)]
 pub struct HttpRegistry {
+    /// The client for registries without their own CA.
     client: Client,
+    /// Clients for registries with a `ca_file`.
+    clients: HashMap<String, Client>,
+    /// Per-registry settings and credentials from the config.
+    registries: Registries,
     /// Bearer tokens by `host/repository`, reused until the registry refuses one.
     tokens: Mutex<HashMap<String, String>>,
+    /// Registries that answered 429, and until when no request goes to them.
+    blocked: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -33,28 +45,42 @@ struct TokenResponse {
     access_token: Option<String>,
 }
 
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+    Client::builder().timeout(timeout).user_agent(concat!("freshen/", env!("CARGO_PKG_VERSION")))
+}
+
 impl HttpRegistry {
-    /// A client whose every request times out after `timeout`.
+    /// A client whose every request times out after `timeout`, with per-registry `registries` settings.
     ///
-    /// # Panics
-    /// When the TLS backend cannot be initialised (a broken build, not a runtime condition).
-    pub fn new(timeout: Duration) -> Self {
-        let client = Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("freshen/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client builds");
-        HttpRegistry { client, tokens: Mutex::new(HashMap::new()) }
+    /// # Errors
+    /// A message naming the registry when its `ca_file` cannot be read or is not PEM.
+    pub fn new(timeout: Duration, registries: Registries) -> Result<Self, String> {
+        let mut clients = HashMap::new();
+        for (host, opts) in &registries {
+            if let Some(ca) = &opts.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| format!("registry {host}: ca_file {}: {e}", ca.display()))?;
+                let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("registry {host}: ca_file {}: {e}", ca.display()))?;
+                clients.insert(host.clone(), builder(timeout).add_root_certificate(cert).build().map_err(|e| e.to_string())?);
+            }
+        }
+        let client = builder(timeout).build().map_err(|e| e.to_string())?;
+        Ok(HttpRegistry { client, clients, registries, tokens: Mutex::new(HashMap::new()), blocked: Mutex::new(HashMap::new()) })
     }
 
-    /// Base URL of `image`'s registry: plain HTTP for loopback registries, as dockerd does.
-    fn base_url(image: &ImageRef) -> String {
-        let scheme = if image.is_loopback_registry() { "http" } else { "https" };
+    fn client(&self, image: &ImageRef) -> &Client {
+        self.clients.get(image.registry()).unwrap_or(&self.client)
+    }
+
+    /// Base URL: plain HTTP for loopback registries (as dockerd does) and `insecure` ones.
+    fn base_url(&self, image: &ImageRef) -> String {
+        let insecure = self.registries.get(image.registry()).is_some_and(|r| r.insecure);
+        let scheme = if insecure || image.is_loopback_registry() { "http" } else { "https" };
         format!("{scheme}://{}", image.api_host())
     }
 
     fn unreachable(image: &ImageRef, e: &reqwest::Error) -> RegistryError {
-        // reqwest's Display does not include the source chain; the cause is what tells users what to fix.
+        // reqwest's Display leaves out the cause, which is what tells users what to fix.
+        // URLs carry no credentials here, so the chain is safe to show.
         let mut message = e.to_string();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
@@ -64,9 +90,24 @@ impl HttpRegistry {
         RegistryError::Unreachable { registry: image.registry().to_string(), message }
     }
 
-    async fn head(&self, image: &ImageRef, authorization: Option<&str>) -> Result<Response, RegistryError> {
-        let url = format!("{}/v2/{}/manifests/{}", Self::base_url(image), image.repository(), image.manifest_reference());
-        let mut req = self.client.head(&url).header(ACCEPT, MANIFEST_ACCEPT);
+    fn cache_key(image: &ImageRef) -> String {
+        format!("{}/{}", image.registry(), image.repository())
+    }
+
+    fn check_blocked(&self, image: &ImageRef) -> Result<(), RegistryError> {
+        let blocked = self.blocked.lock().expect("blocked lock");
+        match blocked.get(image.registry()) {
+            Some(until) if *until > Instant::now() => Err(RegistryError::RateLimited {
+                registry: image.registry().to_string(),
+                retry_after_secs: until.saturating_duration_since(Instant::now()).as_secs().max(1),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn send(&self, method: Method, image: &ImageRef, path: &str, authorization: Option<&str>) -> Result<Response, RegistryError> {
+        let url = format!("{}/v2/{}/manifests/{path}", self.base_url(image), image.repository());
+        let mut req = self.client(image).request(method, &url).header(ACCEPT, MANIFEST_ACCEPT);
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a);
         }
@@ -75,22 +116,22 @@ impl HttpRegistry {
 
     /// Answers a 401 challenge; returns the `Authorization` value to retry with.
     async fn authorise(&self, image: &ImageRef, challenge: &str) -> Result<String, RegistryError> {
-        let creds = auth::credentials(image.registry());
+        let creds = credentials::lookup(&self.registries, image.registry());
         let refused = |message: String| RegistryError::Auth { registry: image.registry().into(), image: image.to_string(), message };
         match auth::parse_challenge(challenge) {
             Some(Challenge::Basic) => {
-                let (u, p) = creds.ok_or_else(|| refused("basic auth required and no credentials are configured".into()))?;
-                use base64_engine::encode;
-                Ok(format!("Basic {}", encode(&format!("{u}:{p}"))))
+                let c = creds.ok_or_else(|| refused("basic auth required and no credentials are configured".into()))?;
+                let raw = format!("{}:{}", c.username, c.password.expose());
+                Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let scope = format!("repository:{}:pull", image.repository());
-                let mut req = self.client.get(&realm).query(&[("scope", scope.as_str())]);
+                let mut req = self.client(image).get(&realm).query(&[("scope", scope.as_str())]);
                 if let Some(s) = &service {
                     req = req.query(&[("service", s.as_str())]);
                 }
-                if let Some((u, p)) = &creds {
-                    req = req.basic_auth(u, Some(p));
+                if let Some(c) = &creds {
+                    req = req.basic_auth(&c.username, Some(c.password.expose()));
                 }
                 let resp = req.send().await.map_err(|e| Self::unreachable(image, &e))?;
                 if !resp.status().is_success() {
@@ -102,50 +143,52 @@ impl HttpRegistry {
                 self.tokens.lock().expect("token cache lock").insert(Self::cache_key(image), value.clone());
                 Ok(value)
             }
-            None => Err(refused(format!("unsupported authentication challenge {challenge:?}"))),
+            None => Err(refused(format!("unsupported authentication scheme in {:?}", challenge.split(' ').next().unwrap_or_default()))),
         }
     }
 
-    fn cache_key(image: &ImageRef) -> String {
-        format!("{}/{}", image.registry(), image.repository())
-    }
-
-    async fn check_once(&self, image: &ImageRef) -> Result<String, RegistryError> {
+    /// One request with auth; maps statuses to errors; records 429s.
+    async fn request_once(&self, method: Method, image: &ImageRef, path: &str) -> Result<Response, RegistryError> {
+        self.check_blocked(image)?;
         let cached = self.tokens.lock().expect("token cache lock").get(&Self::cache_key(image)).cloned();
-        let mut resp = self.head(image, cached.as_deref()).await?;
+        let mut resp = self.send(method.clone(), image, path, cached.as_deref()).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let authorization = self.authorise(image, &challenge).await?;
-            resp = self.head(image, Some(&authorization)).await?;
+            resp = self.send(method, image, path, Some(&authorization)).await?;
         }
-        let status = resp.status();
         let registry = image.registry().to_string();
-        match status {
-            s if s.is_success() => resp
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .ok_or(RegistryError::NoDigest { registry, image: image.to_string() }),
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+                    .unwrap_or(DEFAULT_RETRY_AFTER);
+                tracing::warn!(registry = %registry, retry_after = ?wait, "429 Too Many Requests: no more requests to this registry until Retry-After");
+                self.blocked.lock().expect("blocked lock").insert(registry.clone(), Instant::now() + wait);
+                Err(RegistryError::RateLimited { registry, retry_after_secs: wait.as_secs() })
+            }
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound { image: image.to_string() }),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(RegistryError::Auth { registry, image: image.to_string(), message: format!("answered {status}") })
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                Err(RegistryError::Auth { registry, image: image.to_string(), message: format!("answered {s}") })
             }
             s => Err(RegistryError::Status { registry, image: image.to_string(), status: s.as_u16() }),
         }
     }
-}
 
-#[async_trait]
-impl Registry for HttpRegistry {
-    async fn head_digest(&self, image: &ImageRef) -> Result<String, RegistryError> {
+    /// [`Self::request_once`] retried on transient failures with jittered exponential backoff.
+    async fn request(&self, method: Method, image: &ImageRef, path: &str) -> Result<Response, RegistryError> {
         let mut delay = BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.check_once(image).await {
+            match self.request_once(method.clone(), image, path).await {
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     let jitter = rand::rng().random_range(0..=delay.as_millis() as u64 / 2);
-                    tracing::debug!(image = %image, attempt, error = %e, "registry check failed; retrying");
+                    tracing::debug!(image = %image, attempt, error = %e, "registry request failed; retrying");
                     tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
                     delay *= 2;
                     attempt += 1;
@@ -156,11 +199,29 @@ impl Registry for HttpRegistry {
     }
 }
 
-/// Base64 for the `Basic` header (RFC 7617), from the `base64` crate.
-mod base64_engine {
-    use base64::Engine as _;
+#[async_trait]
+impl Registry for HttpRegistry {
+    async fn head(&self, image: &ImageRef) -> Result<Head, RegistryError> {
+        let resp = self.request(Method::HEAD, image, image.manifest_reference()).await?;
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let rate_limit = parse_rate_limit(header("ratelimit-limit").as_deref(), header("ratelimit-remaining").as_deref());
+        if let Some(r) = &rate_limit {
+            tracing::debug!(registry = %image.registry(), limit = r.limit, remaining = r.remaining, window_secs = ?r.window_secs, "rate limit");
+        }
+        let digest = header("docker-content-digest").ok_or_else(|| RegistryError::Protocol {
+            registry: image.registry().to_string(),
+            image: image.to_string(),
+            message: "no Docker-Content-Digest header".into(),
+        })?;
+        let media_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        Ok(Head { digest, media_type, rate_limit })
+    }
 
-    pub fn encode(s: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(s)
+    async fn index(&self, image: &ImageRef, digest: &str) -> Result<BTreeMap<String, String>, RegistryError> {
+        let resp = self.request(Method::GET, image, digest).await?;
+        let protocol =
+            |message: String| RegistryError::Protocol { registry: image.registry().to_string(), image: image.to_string(), message };
+        let body = resp.bytes().await.map_err(|e| protocol(format!("reading the index: {e}")))?;
+        parse_index(&body).map_err(protocol)
     }
 }

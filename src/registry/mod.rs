@@ -2,13 +2,19 @@
 //!
 //! The check is one `HEAD /v2/<name>/manifests/<reference>` (OCI distribution
 //! spec, "Checking if content exists in the registry"), reading
-//! `Docker-Content-Digest`. A HEAD does not count as a pull against Docker
-//! Hub's rate limit; a manifest GET does, so none is sent.
+//! `Docker-Content-Digest` and `Content-Type`. A HEAD does not count as a pull
+//! against Docker Hub's rate limit; a manifest GET does. So [`check`] sends a
+//! GET only when the top-level digest changed and the manifest is an index or
+//! manifest list, to learn the child manifest digest of each platform: a
+//! multi-platform image whose other platforms were re-pushed is not a change.
 
 mod auth;
 mod http;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::reference::ImageRef;
 pub use http::HttpRegistry;
@@ -20,6 +26,10 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
+
+/// Media types of multi-platform manifests.
+pub const INDEX_MEDIA_TYPES: [&str; 2] =
+    ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 
 /// A digest check that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +49,7 @@ pub enum RegistryError {
         image: String,
     },
     /// Authentication failed or is needed (401/403).
-    #[error("registry {registry} refused access to {image}: {message}; log in with `docker login {registry}`")]
+    #[error("registry {registry} refused access to {image}: {message}; give credentials with `docker login {registry}` or the config's registries section")]
     Auth {
         /// Registry host.
         registry: String,
@@ -47,6 +57,14 @@ pub enum RegistryError {
         image: String,
         /// What the registry said.
         message: String,
+    },
+    /// 429 Too Many Requests, now or earlier within its `Retry-After`.
+    #[error("registry {registry} is rate limiting: no requests for {retry_after_secs} s (Retry-After)")]
+    RateLimited {
+        /// Registry host.
+        registry: String,
+        /// Seconds left before requests resume.
+        retry_after_secs: u64,
     },
     /// Any other answer the check cannot use.
     #[error("registry {registry} answered {status} for {image}")]
@@ -58,18 +76,20 @@ pub enum RegistryError {
         /// HTTP status.
         status: u16,
     },
-    /// The answer had no `Docker-Content-Digest` header.
-    #[error("registry {registry} sent no Docker-Content-Digest for {image}")]
-    NoDigest {
+    /// The answer lacked `Docker-Content-Digest`, or an index did not parse.
+    #[error("registry {registry}: {message} for {image}")]
+    Protocol {
         /// Registry host.
         registry: String,
         /// The image.
         image: String,
+        /// What is wrong.
+        message: String,
     },
 }
 
 impl RegistryError {
-    /// True for failures worth retrying within the cycle: connection errors and 5xx.
+    /// True for failures worth retrying within the cycle: connection errors, timeouts and 5xx.
     pub fn is_transient(&self) -> bool {
         match self {
             RegistryError::Unreachable { .. } => true,
@@ -79,12 +99,141 @@ impl RegistryError {
     }
 }
 
-/// A source of current manifest digests.
+/// Rate-limit headers (`RateLimit-Limit: 100;w=21600`, `RateLimit-Remaining: 76;w=21600`,
+/// as Docker Hub sends them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Requests left in the window.
+    pub remaining: u64,
+    /// Window length in seconds (`w=`), when given.
+    pub window_secs: Option<u64>,
+}
+
+/// What a manifest HEAD says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// `Docker-Content-Digest`.
+    pub digest: String,
+    /// `Content-Type`: the manifest's media type.
+    pub media_type: String,
+    /// Rate-limit headers, when present.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// The registry operations freshen uses.
 #[async_trait]
 pub trait Registry: Send + Sync {
-    /// The current digest of `image` (`sha256:…`), the index digest for multi-platform images.
+    /// `HEAD /v2/<name>/manifests/<tag or digest>`.
     ///
     /// # Errors
-    /// [`RegistryError`]: unreachable, not found, refused, or an unusable answer.
-    async fn head_digest(&self, image: &ImageRef) -> Result<String, RegistryError>;
+    /// [`RegistryError`]: unreachable, not found, refused, rate limited, or an unusable answer.
+    async fn head(&self, image: &ImageRef) -> Result<Head, RegistryError>;
+
+    /// `GET /v2/<name>/manifests/<digest>` of an index or manifest list; returns
+    /// each child manifest's platform (`os/arch[/variant]`) → digest.
+    ///
+    /// # Errors
+    /// As [`Registry::head`], and [`RegistryError::Protocol`] when the body is not an index.
+    async fn index(&self, image: &ImageRef, digest: &str) -> Result<BTreeMap<String, String>, RegistryError>;
+}
+
+/// A successful check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The top-level digest (index digest for multi-platform images).
+    pub digest: String,
+    /// Platform → child manifest digest, for an index; empty otherwise.
+    pub platforms: BTreeMap<String, String>,
+    /// Rate-limit headers of the HEAD.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Checks `image`: one HEAD; then, only if the digest differs from `known`
+/// (last digest and platform map) and the manifest is an index, one GET of the index.
+///
+/// # Errors
+/// Whatever [`Registry::head`] or [`Registry::index`] return.
+pub async fn check(
+    registry: &dyn Registry,
+    image: &ImageRef,
+    known: Option<(&str, &BTreeMap<String, String>)>,
+) -> Result<Checked, RegistryError> {
+    let head = registry.head(image).await?;
+    let is_index = INDEX_MEDIA_TYPES.iter().any(|m| head.media_type.starts_with(m));
+    let platforms = match known {
+        _ if !is_index => BTreeMap::new(),
+        Some((digest, platforms)) if digest == head.digest && !platforms.is_empty() => platforms.clone(),
+        _ => registry.index(image, &head.digest).await?,
+    };
+    Ok(Checked { digest: head.digest, platforms, rate_limit: head.rate_limit })
+}
+
+/// Parses `RateLimit-Limit` and `RateLimit-Remaining` values (`100;w=21600`).
+pub fn parse_rate_limit(limit: Option<&str>, remaining: Option<&str>) -> Option<RateLimit> {
+    let number = |s: &str| s.split(';').next()?.trim().parse::<u64>().ok();
+    let window = |s: &str| s.split(';').find_map(|p| p.trim().strip_prefix("w=")?.parse::<u64>().ok());
+    let (l, r) = (limit?, remaining?);
+    Some(RateLimit { limit: number(l)?, remaining: number(r)?, window_secs: window(r).or_else(|| window(l)) })
+}
+
+/// Platform → digest for the children of an OCI image index or Docker manifest
+/// list; children without a platform, or `unknown/unknown` ones (attestations), are left out.
+///
+/// # Errors
+/// A message when `body` is not an index.
+pub fn parse_index(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let index = oci_spec::image::ImageIndex::from_reader(body).map_err(|e| format!("manifest index does not parse: {e}"))?;
+    let mut out = BTreeMap::new();
+    for m in index.manifests() {
+        let Some(p) = m.platform() else { continue };
+        let (os, arch) = (p.os().to_string(), p.architecture().to_string());
+        if os == "unknown" || arch == "unknown" {
+            continue;
+        }
+        let key = match p.variant() {
+            Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+            _ => format!("{os}/{arch}"),
+        };
+        out.entry(key).or_insert_with(|| m.digest().to_string());
+    }
+    Ok(out)
+}
+
+/// The child digest for `platform` (`os/arch[/variant]`): an exact match, else the
+/// first child with the same `os/arch` (as the engine picks when no variant is asked for).
+pub fn select_platform<'a>(platforms: &'a BTreeMap<String, String>, platform: &str) -> Option<&'a str> {
+    if let Some(d) = platforms.get(platform) {
+        return Some(d);
+    }
+    let os_arch: String = platform.split('/').take(2).collect::<Vec<_>>().join("/");
+    platforms.iter().find(|(k, _)| k.split('/').take(2).collect::<Vec<_>>().join("/") == os_arch).map(|(_, d)| d.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_headers() {
+        assert_eq!(
+            parse_rate_limit(Some("100;w=21600"), Some("76;w=21600")),
+            Some(RateLimit { limit: 100, remaining: 76, window_secs: Some(21600) })
+        );
+        assert_eq!(parse_rate_limit(Some("100"), None), None);
+    }
+
+    #[test]
+    fn index_platforms() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[
+          {"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","size":1,"platform":{"architecture":"amd64","os":"linux"}},
+          {"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","size":1,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}},
+          {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc","size":1,"platform":{"architecture":"unknown","os":"unknown"}}]}"#;
+        let p = parse_index(body).unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(select_platform(&p, "linux/amd64").unwrap().starts_with("sha256:a"));
+        assert!(select_platform(&p, "linux/arm64").unwrap().starts_with("sha256:b"));
+        assert!(select_platform(&p, "linux/s390x").is_none());
+    }
 }
