@@ -78,3 +78,71 @@ fn the_daemon_runs_a_cycle_each_interval() {
     assert!(rebuilt, "a later cycle picked up the new base:\n{}", std::fs::read_to_string(&log).unwrap());
     assert_eq!(status.code(), Some(0));
 }
+
+/// Lines of the daemon log that report a finished build of `build`.
+fn builds_logged(log: &std::path::Path, build: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("freshen::rebuild: built") && l.contains(&format!("build={build} ")))
+        .count()
+}
+
+#[test]
+fn a_base_pushed_twice_inside_the_settle_window_leads_to_one_rebuild() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("settle");
+    env.push_base("base:1", "v1");
+    env.write("img/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
+    env.write("child/Dockerfile", &format!("FROM {}\nRUN cat /v > /child-v\n", env.image("img:latest")));
+    let config = env.config(
+        json!({"interval": 1, "settle": "6s"}),
+        json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}, "child": {"dockerfile": "child", "tags": [env.image("child:latest")]}}),
+    );
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    // Both new bases are built beforehand, so the two pushes follow each other within a second or two.
+    env.build_base("base:v2", "v2");
+    env.build_base("base:v3", "v3");
+    let log = env.dir.path().join("daemon.log");
+    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    assert!(wait_for(&log, "cycle done", Duration::from_secs(30)));
+    for v in ["v2", "v3"] {
+        docker(&["tag", &env.image(&format!("base:{v}")), &env.image("base:1")]);
+        docker(&["push", "-q", &env.image("base:1")]);
+        assert!(wait_for(&log, "waiting for the settle window", Duration::from_secs(10)));
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(40) && builds_logged(&log, "child") == 0 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(builds_logged(&log, "img"), 1, "one rebuild of img:\n{text}");
+    assert_eq!(builds_logged(&log, "child"), 1, "one rebuild of its descendant:\n{text}");
+    assert_eq!(cat(&env.image("child:latest"), "/child-v"), "v3", "built on the last push");
+}
+
+#[test]
+fn a_change_still_settling_is_rechecked_when_the_window_ends_not_an_interval_later() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("recheck");
+    env.push_base("base:1", "v1");
+    env.write("img/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
+    let config =
+        env.config(json!({"interval": "1h", "settle": "2s"}), json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}));
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    env.push_base("base:1", "v2");
+    let log = env.dir.path().join("daemon.log");
+    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let rebuilt = wait_for(&log, "freshen::rebuild: built", Duration::from_secs(30));
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(rebuilt, "rebuilt after the 2 s window, with a 1 h interval:\n{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(cat(&env.image("img:latest"), "/v"), "v2");
+}

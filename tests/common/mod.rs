@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -44,6 +46,11 @@ pub struct Registry {
 impl Registry {
     /// Starts `docker-registry serve` with storage and access log under `dir`.
     pub fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, "")
+    }
+
+    /// As [`Registry::start`], with `extra` YAML appended to the registry's config (an `auth:` section, say).
+    pub fn start_with(dir: &Path, extra: &str) -> Registry {
         let addr = format!("127.0.0.1:{}", free_port());
         let config = dir.join("registry.yml");
         std::fs::write(
@@ -51,7 +58,7 @@ impl Registry {
             format!(
                 "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n",
                 dir.join("registry-data").display()
-            ),
+            ) + extra,
         )
         .unwrap();
         let log = dir.join("registry.log");
@@ -108,8 +115,13 @@ pub struct Env {
 impl Env {
     /// A new world for the test `name`.
     pub fn new(name: &str) -> Env {
+        Env::new_with(name, "")
+    }
+
+    /// A new world whose registry config gets `extra` YAML.
+    pub fn new_with(name: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::start(dir.path());
+        let registry = Registry::start_with(dir.path(), extra);
         let prefix = format!("freshen-test-{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), name);
         Env { dir, registry, prefix }
     }
@@ -122,6 +134,12 @@ impl Env {
     /// Builds a base `FROM scratch` with static busybox and `/etc/base-version`
     /// holding `version`, tags it as [`Env::image`]`(repo_tag)` and pushes it.
     pub fn push_base(&self, repo_tag: &str, version: &str) {
+        self.build_base(repo_tag, version);
+        docker(&["push", "-q", &self.image(repo_tag)]);
+    }
+
+    /// Builds the base of [`Env::push_base`] without pushing it.
+    pub fn build_base(&self, repo_tag: &str, version: &str) {
         let ctx = self.dir.path().join(format!("base-{}", repo_tag.replace([':', '/'], "_")));
         std::fs::create_dir_all(&ctx).unwrap();
         std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("static busybox (apt-get install busybox-static)");
@@ -132,7 +150,6 @@ impl Env {
         .unwrap();
         let image = self.image(repo_tag);
         docker(&["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()]);
-        docker(&["push", "-q", &image]);
     }
 
     /// Writes `text` to `rel` under the temp folder, creating folders.

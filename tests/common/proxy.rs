@@ -1,0 +1,153 @@
+//! A small test-only HTTP front between freshen and the registry. It counts
+//! requests by method and path, and can add latency, answer with a status
+//! (500, or 429 with `Retry-After`), or drop the connection.
+//!
+//! Every response is sent with `Connection: close`, so each request arrives on
+//! its own connection and is seen here.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and no body; `Retry-After` when given.
+    Status(u16, Option<u64>),
+    /// Close the connection without answering.
+    Drop,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Vec<(String, String)>,
+    /// Faults for the next requests, one each.
+    next: VecDeque<Fault>,
+    /// A fault for every request while set.
+    always: Option<Fault>,
+    latency: Duration,
+}
+
+/// The proxy; stops on drop.
+pub struct Proxy {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Starts a proxy in front of `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st, up) = (shared.clone(), stop.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (s, up) = (s.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &up, &s);
+                });
+            }
+        });
+        Proxy { addr, shared, stop }
+    }
+
+    /// Queues `fault` for the next request.
+    pub fn fail_next(&self, fault: Fault) {
+        self.shared.lock().unwrap().next.push_back(fault);
+    }
+
+    /// Applies `fault` to every request until cleared with `None`.
+    pub fn fail_always(&self, fault: Option<Fault>) {
+        self.shared.lock().unwrap().always = fault;
+    }
+
+    /// Adds `latency` before each request is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().unwrap().latency = latency;
+    }
+
+    /// Requests seen so far, as `(method, path)`.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.shared.lock().unwrap().requests.clone()
+    }
+
+    /// Forgets the requests seen.
+    pub fn clear(&self) {
+        self.shared.lock().unwrap().requests.clear();
+    }
+
+    /// How many requests had `method`.
+    pub fn count(&self, method: &str) -> usize {
+        self.requests().iter().filter(|(m, _)| m == method).count()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        if !lower.starts_with("connection:") {
+            head.push(line);
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body)?;
+    let mut parts = head.first().map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default();
+    parts.resize(2, String::new());
+    let (fault, latency) = {
+        let mut s = shared.lock().unwrap();
+        s.requests.push((parts[0].clone(), parts[1].clone()));
+        let f = s.next.pop_front().or_else(|| s.always.clone());
+        (f, s.latency)
+    };
+    std::thread::sleep(latency);
+    let mut client = client;
+    match fault {
+        Some(Fault::Drop) => return client.shutdown(std::net::Shutdown::Both),
+        Some(Fault::Status(code, retry_after)) => {
+            let retry = retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
+            return client
+                .write_all(format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n{retry}Connection: close\r\n\r\n").as_bytes());
+        }
+        None => {}
+    }
+    let mut up = TcpStream::connect(upstream)?;
+    for line in &head {
+        up.write_all(line.as_bytes())?;
+    }
+    up.write_all(b"Connection: close\r\n\r\n")?;
+    up.write_all(&body)?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response)?;
+    client.write_all(&response)
+}

@@ -1,0 +1,250 @@
+//! Registry checks against the real registry binary, some through the
+//! test-only proxy that counts requests and injects faults.
+
+mod common;
+
+use std::process::Command;
+
+use common::proxy::{Fault, Proxy};
+use common::*;
+use serde_json::{json, Value};
+
+const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+fn report(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON report: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn a_no_change_cycle_over_n_distinct_bases_sends_exactly_n_heads() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("nheads");
+    for b in ["a", "b", "c"] {
+        env.push_base(&format!("{b}:1"), b);
+    }
+    let mut builds = serde_json::Map::new();
+    for (name, base) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c")] {
+        env.write(&format!("{name}/Dockerfile"), &format!("FROM {}\nRUN echo {name} > /n\n", env.image(&format!("{base}:1"))));
+        builds.insert(name.into(), json!({"dockerfile": name, "tags": [env.image(&format!("{name}:latest"))]}));
+    }
+    env.config(json!({"parallelism": 2, "check_concurrency": 2}), Value::Object(builds));
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    env.registry.clear_log();
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let mut requests = env.registry.requests();
+    requests.sort();
+    let want: Vec<String> = ["a", "b", "c"].iter().map(|b| format!("HEAD /v2/{}/{b}/manifests/1 HTTP/1.1", env.prefix)).collect();
+    assert_eq!(requests, want, "5 builds on 3 bases: 3 HEADs, nothing else");
+}
+
+/// Digest and size of the manifest at `tag`, by HEAD.
+fn manifest(env: &Env, repo: &str, tag: &str) -> (String, u64) {
+    let out = Command::new("curl")
+        .args([
+            "-sfI",
+            "-H",
+            &format!("Accept: {MANIFEST_V2}"),
+            &format!("http://{}/v2/{}/{repo}/manifests/{tag}", env.registry.addr, env.prefix),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let header = |h: &str| text.lines().find_map(|l| l.strip_prefix(h)).map(|v| v.trim().to_string()).unwrap();
+    (header("docker-content-digest:"), header("content-length:").parse().unwrap())
+}
+
+/// Pushes a manifest list at `repo:tag` whose children are the manifests at `amd64_tag` and `arm64_tag`.
+fn push_index(env: &Env, repo: &str, tag: &str, amd64_tag: &str, arm64_tag: &str) {
+    let (a, asz) = manifest(env, repo, amd64_tag);
+    let (r, rsz) = manifest(env, repo, arm64_tag);
+    let index = json!({"schemaVersion": 2, "mediaType": MANIFEST_LIST, "manifests": [
+        {"mediaType": MANIFEST_V2, "digest": a, "size": asz, "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": MANIFEST_V2, "digest": r, "size": rsz, "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}}
+    ]});
+    let url = format!("http://{}/v2/{}/{repo}/manifests/{tag}", env.registry.addr, env.prefix);
+    let status = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", &format!("Content-Type: {MANIFEST_LIST}"), "--data-binary", &index.to_string(), &url])
+        .status()
+        .unwrap();
+    assert!(status.success(), "PUT index");
+}
+
+#[test]
+fn a_multi_platform_base_changed_only_for_another_platform_is_not_a_change() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("multiarch");
+    env.push_base("base:amd64-1", "amd64-v1");
+    env.push_base("base:arm64-1", "arm64-v1");
+    push_index(&env, "base", "1", "amd64-1", "arm64-1");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /built-on\n", env.image("base:1")));
+    env.config(json!({}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    assert_eq!(cat(&env.image("app:latest"), "/built-on"), "amd64-v1", "the engine's platform was pulled");
+    let first = image_id(&env.image("app:latest")).unwrap();
+
+    // Only the other platform changes: the index digest moves, the amd64 child does not.
+    env.push_base("base:arm64-2", "arm64-v2");
+    push_index(&env, "base", "1", "amd64-1", "arm64-2");
+    env.registry.clear_log();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(report(&out)["decisions"]["app"]["status"], "fresh");
+    assert_eq!(image_id(&env.image("app:latest")).unwrap(), first, "no rebuild");
+    let requests = env.registry.requests();
+    assert_eq!(requests.iter().filter(|r| r.starts_with("HEAD")).count(), 1);
+    assert_eq!(
+        requests.iter().filter(|r| r.starts_with("GET") && r.contains("/manifests/sha256:")).count(),
+        1,
+        "one index GET: {requests:?}"
+    );
+    let state: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
+    let (index_digest, _) = {
+        let out = Command::new("curl")
+            .args([
+                "-sfI",
+                "-H",
+                &format!("Accept: {MANIFEST_LIST}"),
+                &format!("http://{}/v2/{}/base/manifests/1", env.registry.addr, env.prefix),
+            ])
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        (t.lines().find_map(|l| l.strip_prefix("docker-content-digest:")).unwrap().trim().to_string(), 0)
+    };
+    assert_eq!(state["images"][env.image("base:1")]["digest"], index_digest.as_str(), "the new index digest is recorded");
+
+    env.registry.clear_log();
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    assert_eq!(env.registry.requests().len(), 1, "the next cycle costs one HEAD again: {:?}", env.registry.requests());
+
+    // Now this platform changes: rebuilt.
+    env.push_base("base:amd64-2", "amd64-v2");
+    push_index(&env, "base", "1", "amd64-2", "arm64-2");
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(report(&out)["decisions"]["app"]["status"], "changed");
+    assert_eq!(cat(&env.image("app:latest"), "/built-on"), "amd64-v2");
+}
+
+/// One build on a base reached through `proxy`; the base is pushed straight to the registry.
+fn proxied(env: &Env, proxy: &Proxy, bases: &[&str]) {
+    let mut builds = serde_json::Map::new();
+    for b in bases {
+        env.push_base(&format!("{b}:1"), b);
+        let via = format!("{}/{}/{b}:1", proxy.addr, env.prefix);
+        env.write(&format!("{b}-app/Dockerfile"), &format!("FROM {via}\nRUN true\n"));
+        builds.insert(format!("{b}-app"), json!({"dockerfile": format!("{b}-app"), "tags": [env.image(&format!("{b}-app:latest"))]}));
+    }
+    env.config(json!({"registry_timeout": "2s"}), Value::Object(builds));
+}
+
+#[test]
+fn transient_failures_are_retried_within_the_cycle() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("retry");
+    let proxy = Proxy::start(&env.registry.addr);
+    proxied(&env, &proxy, &["base"]);
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let built = image_id(&env.image("base-app:latest")).unwrap();
+
+    proxy.clear();
+    proxy.fail_next(Fault::Status(500, None));
+    proxy.fail_next(Fault::Drop);
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "500 then a dropped connection, then success");
+    assert_eq!(proxy.count("HEAD"), 3);
+    assert_eq!(report(&out)["decisions"]["base-app"]["status"], "fresh");
+
+    // A registry that stays down: the check fails, nothing is rebuilt, state keeps the last digest.
+    let before: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
+    proxy.fail_always(Some(Fault::Status(503, None)));
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report(&out)["decisions"]["base-app"]["status"], "check_failed");
+    assert_eq!(image_id(&env.image("base-app:latest")).unwrap(), built);
+    let after: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
+    assert_eq!(before["images"], after["images"], "state unchanged by a failed check");
+
+    // 4xx is not retried.
+    proxy.clear();
+    proxy.fail_always(Some(Fault::Status(404, None)));
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(1));
+    assert_eq!(proxy.count("HEAD"), 1);
+}
+
+#[test]
+fn a_429_stops_requests_to_that_registry_for_the_cycle() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("ratelimit");
+    let proxy = Proxy::start(&env.registry.addr);
+    proxied(&env, &proxy, &["one", "two", "three"]);
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+
+    proxy.clear();
+    proxy.fail_always(Some(Fault::Status(429, Some(30))));
+    let config = env.dir.path().join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["options"]["check_concurrency"] = json!(1);
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(proxy.requests().len(), 1, "after the 429 no further request goes to that registry: {:?}", proxy.requests());
+    let r = report(&out);
+    let errors: Vec<&str> = r["checks"].as_array().unwrap().iter().filter_map(|c| c["error"].as_str()).collect();
+    assert_eq!(errors.len(), 3);
+    assert!(errors.iter().all(|e| e.contains("rate limiting")), "{errors:?}");
+}
+
+#[test]
+fn a_registry_with_htpasswd_auth_is_checked_with_configured_credentials_that_never_leak() {
+    if !engine_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let htpasswd = tmp.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("ci:{}\n", bcrypt::hash("s3cret-pw-xyz", 5).unwrap())).unwrap();
+    let env = Env::new_with("auth", &format!("auth: {{htpasswd: {{realm: freshen-test, path: {}}}}}\n", htpasswd.display()));
+    // The docker CLI logs in with a config of its own, so the user's is untouched.
+    let docker_config = tmp.path().join("docker");
+    let login = Command::new("docker")
+        .env("DOCKER_CONFIG", &docker_config)
+        .args(["login", "-u", "ci", "--password-stdin", &env.registry.addr])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"s3cret-pw-xyz")?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(login.success());
+    env.build_base("base:1", "v1");
+    let push = Command::new("docker").env("DOCKER_CONFIG", &docker_config).args(["push", "-q", &env.image("base:1")]).status().unwrap();
+    assert!(push.success());
+    docker(&["rmi", &env.image("base:1")]);
+
+    env.write("password", "s3cret-pw-xyz\n");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    let mut cfg = json!({"options": {"state_file": "state.json"}, "builds": {"app": {"dockerfile": "app", "tags": [env.image("app:latest")], "labels": {"freshen.test": env.prefix}}}});
+    cfg["registries"] = json!({env.registry.addr.clone(): {"username": "ci", "password_file": "password"}});
+    env.write("config.json", &cfg.to_string());
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "checked and pulled with the configured credentials");
+    assert!(image_id(&env.image("app:latest")).is_some());
+    let out2 = env.freshen(&["--once", "--format", "json", "--dry-run"]);
+    assert_eq!(report(&out2)["decisions"]["app"]["status"], "fresh");
+    let produced = [out.stdout, out.stderr, out2.stdout, out2.stderr, std::fs::read(env.state_path()).unwrap()].concat();
+    let text = String::from_utf8_lossy(&produced);
+    assert!(!text.contains("s3cret-pw-xyz"), "the password leaked");
+    use base64::Engine as _;
+    assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode("ci:s3cret-pw-xyz")), "the Authorization header leaked");
+}
