@@ -3,19 +3,19 @@
 //! Exit codes: 0 all good (nothing to do included), 1 a check or build failed
 //! (or the engine is unreachable with `--once`), 2 a config or usage error.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, LogFormat};
-use crate::cycle::CycleReport;
 use crate::engine::Engine;
-use crate::project::{self, Project};
-use crate::registry::HttpRegistry;
-use crate::watcher::{self, Mode};
+use crate::explain;
+use crate::output;
+use crate::project;
+use crate::watcher::{self, Mode, Reloader, Setup};
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -65,6 +65,12 @@ pub enum Command {
     Validate,
     /// Print the dependency graph (dot or json).
     Graph,
+    /// Say why BUILD would or would not be rebuilt now: its watched images,
+    /// the digests it was built from and the current ones. Builds nothing, writes nothing.
+    Explain {
+        /// The build's name.
+        build: String,
+    },
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -89,12 +95,30 @@ pub fn run(args: Args) -> i32 {
             println!("{}: valid, {} builds", config.path.display(), config.builds.len());
             EXIT_OK
         }
-        Some(Command::Plan) => print_plan(&project, config.path.parent().unwrap_or(std::path::Path::new("/")), args.format),
-        Some(Command::Graph) => print_graph(&project, args.format),
+        Some(Command::Plan) => {
+            output::print_plan(&project, config.path.parent().unwrap_or(std::path::Path::new("/")), args.format == Format::Json)
+        }
+        Some(Command::Graph) => {
+            output::print_graph(&project, args.format == Format::Json);
+            EXIT_OK
+        }
+        Some(Command::Explain { build }) => {
+            if !config.builds.contains_key(&build) {
+                eprintln!(
+                    "freshen: no build named {build:?} in {}; builds: {}",
+                    config.path.display(),
+                    config.builds.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+                return EXIT_CONFIG;
+            }
+            init_logging(&config);
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            runtime.block_on(explain::explain(config, &build, args.format == Format::Json))
+        }
         None => {
             init_logging(&config);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
-            runtime.block_on(run_watcher(&config, &texts, Mode { once: args.once, dry_run: args.dry_run }, args.format))
+            runtime.block_on(run_watcher(config, &args.config, Mode { once: args.once, dry_run: args.dry_run }, args.format))
         }
     }
 }
@@ -114,20 +138,29 @@ fn init_logging(config: &Config) {
 }
 
 /// First SIGINT/SIGTERM cancels gracefully; a second one exits at once (state
-/// is saved after every build, so it is consistent).
-fn spawn_signal_handler(cancel: CancellationToken) {
+/// is saved after every build, so it is consistent). SIGHUP asks for a config reload.
+fn spawn_signal_handler(cancel: CancellationToken, reload: Arc<Notify>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+        else {
             tracing::error!("cannot install signal handlers");
             return;
         };
-        for n in 0.. {
+        let mut n = 0;
+        loop {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config after the running cycle");
+                    reload.notify_one();
+                    continue;
+                }
             }
-            if n == 0 {
+            n += 1;
+            if n == 1 {
                 tracing::info!("stop signal: no new builds; running builds get the shutdown grace period");
                 cancel.cancel();
             } else {
@@ -138,10 +171,12 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
-async fn run_watcher(config: &Config, texts: &HashMap<String, Result<String, String>>, mode: Mode, format: Format) -> i32 {
+async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format: Format) -> i32 {
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
-    let engine = match watcher::connect_engine(&config.registries, mode.once || mode.dry_run, &cancel).await {
+    let reload = Arc::new(Notify::new());
+    spawn_signal_handler(cancel.clone(), reload.clone());
+    let once = mode.once || mode.dry_run;
+    let engine = match watcher::connect_engine(&config.registries, once, &cancel).await {
         Ok(e) => Arc::new(e),
         Err(e) if cancel.is_cancelled() => {
             tracing::info!(error = %e, "stopped before the engine answered");
@@ -154,26 +189,20 @@ async fn run_watcher(config: &Config, texts: &HashMap<String, Result<String, Str
     };
     // Resolve again with the engine's platform for the automatic platform ARGs.
     let platform = engine.platform().await.ok();
-    let project = match project::analyse(config, texts, platform.as_deref()) {
-        Ok(p) => p,
+    let setup = match Setup::from_config(config, platform.as_deref()) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("freshen: {}: {e}", config.path.display());
+            eprintln!("freshen: {e}");
             return EXIT_CONFIG;
         }
     };
-    tracing::info!(builds = config.builds.len(), interval = ?config.options.interval, platform = ?platform, "freshen started");
-    let once = mode.once || mode.dry_run;
-    let registry = match HttpRegistry::new(config.options.registry_timeout, config.registries.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("freshen: {}: {e}", config.path.display());
-            return EXIT_CONFIG;
-        }
-    };
-    let report = watcher::run(config, project, engine, registry, Mode { once, ..mode }, cancel.clone()).await;
+    tracing::info!(builds = setup.config.builds.len(), interval = ?setup.config.options.interval, platform = ?platform, "freshen started");
+    let path = path.to_path_buf();
+    let reloader: Reloader = Box::new(move || Setup::load(&path, platform.as_deref()));
+    let report = watcher::run(setup, engine, Mode { once, ..mode }, cancel.clone(), Some((reload, reloader))).await;
     match report {
         Some(r) if once => {
-            print_report(&r, format, mode.dry_run);
+            output::print_report(&r, format == Format::Json);
             if r.failed() && !cancel.is_cancelled() {
                 EXIT_FAILED
             } else {
@@ -185,63 +214,6 @@ async fn run_watcher(config: &Config, texts: &HashMap<String, Result<String, Str
             EXIT_OK
         }
     }
-}
-
-fn print_report(r: &CycleReport, format: Format, dry_run: bool) {
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(r).expect("report serialises"));
-        return;
-    }
-    for (name, d) in &r.decisions {
-        let line = match (d, r.outcomes.get(name)) {
-            (_, Some(o)) => format!("{o:?}"),
-            (d, None) if dry_run && d.rebuilds() => format!("would rebuild: {d:?}"),
-            (d, None) => format!("{d:?}"),
-        };
-        println!("{name}: {line}");
-    }
-}
-
-fn print_plan(project: &Project, config_dir: &std::path::Path, format: Format) -> i32 {
-    let report = project::plan_report(project, config_dir);
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("plan serialises"));
-    } else {
-        for b in &report.builds {
-            match &b.error {
-                Some(e) => println!("{}: ERROR {e}", b.name),
-                None => println!(
-                    "{}: base {}{}{}",
-                    b.name,
-                    b.base.as_deref().unwrap_or("scratch"),
-                    if b.pinned { " (pinned)" } else { "" },
-                    if b.parents.is_empty() { String::new() } else { format!(" [after {}]", b.parents.join(", ")) }
-                ),
-            }
-        }
-        println!("order: {}", report.order.join(" → "));
-    }
-    if report.builds.iter().any(|b| b.error.is_some()) {
-        EXIT_FAILED
-    } else {
-        EXIT_OK
-    }
-}
-
-fn print_graph(project: &Project, format: Format) -> i32 {
-    match format {
-        Format::Json => {
-            let edges: Vec<(String, String)> = project
-                .graph
-                .order()
-                .into_iter()
-                .flat_map(|n| project.graph.children(&n).into_iter().map(move |c| (n.clone(), c.to_string())).collect::<Vec<_>>())
-                .collect();
-            println!("{}", serde_json::json!({"nodes": project.graph.order(), "edges": edges}));
-        }
-        _ => print!("{}", project.graph.to_dot()),
-    }
-    EXIT_OK
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct CycleInput {
     pub rebuild_all: bool,
     /// Check and plan only.
     pub dry_run: bool,
+    /// Save state (false for `explain`, which only looks).
+    pub persist: bool,
     /// Settle window.
     pub settle: Duration,
     /// Rate-limit reserve per registry.
@@ -118,8 +120,10 @@ pub async fn run(input: &CycleInput) -> CycleReport {
             engine_platform: &input.engine_platform,
         });
         st.builds.extend(plan.adopted.clone());
-        if let Err(e) = state::save(&input.state_path, &st) {
-            state_error = Some(e.to_string());
+        if input.persist {
+            if let Err(e) = state::save(&input.state_path, &st) {
+                state_error = Some(e.to_string());
+            }
         }
         plan
     };

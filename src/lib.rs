@@ -4,7 +4,9 @@
 //! dependency order.
 //!
 //! # Layout
-//! - [`cli`]: clap definitions and subcommands (run, `--once`, plan, graph, validate).
+//! - [`cli`]: clap definitions and subcommands (run, `--once`, plan, graph, explain, validate).
+//! - [`output`]: what the CLI prints: reports, plan, graph.
+//! - [`explain`]: `freshen explain BUILD`.
 //! - [`config`]: raw JSON → schema check → resolved [`config::Config`].
 //! - [`credentials`]: registry credentials and per-registry settings; secrets never print.
 //! - [`reference`]: image references: parse, normalise, compare (pure).
@@ -34,7 +36,9 @@ pub mod cycle;
 pub mod dockerfile;
 pub mod engine;
 pub mod executor;
+pub mod explain;
 pub mod graph;
+pub mod output;
 pub mod plan;
 pub mod project;
 pub mod rebuild;

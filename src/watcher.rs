@@ -4,7 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sd_notify::NotifyState;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::credentials::Registries;
@@ -71,27 +74,64 @@ pub async fn connect_engine(registries: &Registries, once: bool, cancel: &Cancel
     }
 }
 
-/// Runs cycles for `config` and `project` with `engine`, until `cancel` fires or,
-/// with `mode.once`, after one cycle. Returns the last cycle's report.
+/// A config with its resolved project and registry client: what a reload replaces.
+pub struct Setup {
+    /// The config.
+    pub config: Config,
+    /// The project resolved from it.
+    pub project: Project,
+    /// The registry client built from its `registries` section.
+    pub registry: HttpRegistry,
+}
+
+impl Setup {
+    /// Loads the config at `path` and resolves it with the engine's `platform`.
+    ///
+    /// # Errors
+    /// The config error, a dependency cycle, or a bad `ca_file`, as one message.
+    pub fn load(path: &std::path::Path, platform: Option<&str>) -> Result<Setup, String> {
+        Setup::from_config(crate::config::load(path).map_err(|e| e.to_string())?, platform)
+    }
+
+    /// Resolves `config` against its Dockerfiles with the engine's `platform`.
+    ///
+    /// # Errors
+    /// A dependency cycle, or a bad `ca_file`, as one message.
+    pub fn from_config(config: Config, platform: Option<&str>) -> Result<Setup, String> {
+        let texts = crate::project::read_dockerfiles(&config);
+        let project = crate::project::analyse(&config, &texts, platform).map_err(|e| format!("{}: {e}", config.path.display()))?;
+        let registry = HttpRegistry::new(config.options.registry_timeout, config.registries.clone())
+            .map_err(|e| format!("{}: {e}", config.path.display()))?;
+        Ok(Setup { config, project, registry })
+    }
+}
+
+/// Loads a new [`Setup`] on SIGHUP; an error refuses the reload.
+pub type Reloader = Box<dyn Fn() -> Result<Setup, String> + Send + Sync>;
+
+/// Runs cycles with `setup` and `engine` until `cancel` fires or, with
+/// `mode.once`, after one cycle; returns the last cycle's report.
+///
+/// Between cycles, a notification on `reload` calls the [`Reloader`]: a valid
+/// new config replaces the old one; an invalid one is refused with an error
+/// log, and the old one keeps running.
 pub async fn run(
-    config: &Config,
-    project: Project,
+    setup: Setup,
     engine: Arc<dyn Engine>,
-    registry: HttpRegistry,
     mode: Mode,
     cancel: CancellationToken,
+    reload: Option<(Arc<Notify>, Reloader)>,
 ) -> Option<CycleReport> {
-    let opts = &config.options;
-    let state = Arc::new(Mutex::new(load_state(&opts.state_file)));
-    let registry: Arc<dyn Registry> = Arc::new(registry);
     let engine_platform = engine.platform().await.unwrap_or_else(|_| crate::dockerfile::host_platform());
-    let project = Arc::new(project);
+    let mut current = Current::new(setup);
+    let state = Arc::new(Mutex::new(load_state(&current.config.options.state_file)));
     let mut first = true;
     loop {
+        let opts = &current.config.options;
         let input = CycleInput {
-            project: project.clone(),
+            project: current.project.clone(),
             engine: engine.clone(),
-            registry: registry.clone(),
+            registry: current.registry.clone(),
             state: state.clone(),
             state_path: opts.state_file.clone(),
             parallelism: opts.parallelism,
@@ -99,30 +139,65 @@ pub async fn run(
             shutdown_grace: opts.shutdown_grace,
             rebuild_all: first && opts.rebuild_on_start,
             dry_run: mode.dry_run,
+            persist: true,
             settle: opts.settle,
             rate_limit_reserve: opts.rate_limit_reserve,
             engine_platform: engine_platform.clone(),
             cancel: cancel.clone(),
         };
-        let span = tracing::info_span!("cycle");
-        let report = {
-            let _g = span.enter();
-            cycle::run(&input).await
-        };
+        if first {
+            // systemd Type=notify: ready once the first cycle's checks start. A no-op outside systemd.
+            let _ = sd_notify::notify(&[NotifyState::Ready]);
+        }
+        let report = cycle::run(&input).instrument(tracing::info_span!("cycle")).await;
         log_summary(&report);
         first = false;
         if mode.once || cancel.is_cancelled() {
             return Some(report);
         }
         // A change still settling is rechecked when its window ends, not a whole interval later.
+        let interval = current.config.options.interval;
         let wait = match report.recheck_at {
-            Some(at) => Duration::from_secs(at.saturating_sub(state::now_secs())).min(opts.interval),
-            None => opts.interval,
+            Some(at) => Duration::from_secs(at.saturating_sub(state::now_secs())).min(interval),
+            None => interval,
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled() => return Some(report),
+        let reloaded = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = cancel.cancelled() => {
+                let _ = sd_notify::notify(&[NotifyState::Stopping]);
+                return Some(report);
+            }
+            _ = async { reload.as_ref().expect("guarded").0.notified().await }, if reload.is_some() => true,
+        };
+        if reloaded {
+            let (_, loader) = reload.as_ref().expect("guarded");
+            let _ = sd_notify::notify(&[NotifyState::Reloading]);
+            match loader() {
+                Ok(new) => {
+                    let state_file = new.config.options.state_file.clone();
+                    if state_file != current.config.options.state_file {
+                        *state.lock().expect("state lock") = load_state(&state_file);
+                    }
+                    tracing::info!(builds = new.config.builds.len(), "config reloaded");
+                    current = Current::new(new);
+                }
+                Err(e) => tracing::error!(error = %e, "new config refused; the old one keeps running"),
+            }
+            let _ = sd_notify::notify(&[NotifyState::Ready]);
         }
+    }
+}
+
+/// The running setup, shared with cycles.
+struct Current {
+    config: Config,
+    project: Arc<Project>,
+    registry: Arc<dyn Registry>,
+}
+
+impl Current {
+    fn new(s: Setup) -> Self {
+        Current { config: s.config, project: Arc::new(s.project), registry: Arc::new(s.registry) }
     }
 }
 

@@ -38,13 +38,18 @@ fn map_err(e: BollardError) -> EngineError {
 }
 
 impl DockerEngine {
-    /// Connects as the docker CLI does (`DOCKER_HOST`, else `/var/run/docker.sock`)
-    /// and negotiates the API version with the engine.
+    /// Connects as the docker CLI does: `DOCKER_HOST` (`unix://` or `tcp://`),
+    /// else `/var/run/docker.sock`; with `DOCKER_TLS_VERIFY` set, TLS with
+    /// `ca.pem`, `cert.pem` and `key.pem` from `DOCKER_CERT_PATH` (default
+    /// `~/.docker`), as in the docker CLI's "Protect the Docker daemon socket".
+    /// Then negotiates the API version with the engine.
     ///
     /// # Errors
     /// [`EngineError::Unreachable`] when the engine does not answer.
     pub async fn connect(registries: Registries) -> Result<Self, EngineError> {
-        let docker = Docker::connect_with_defaults().map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
+        let docker = if tls { Docker::connect_with_ssl_defaults() } else { Docker::connect_with_defaults() };
+        let docker = docker.map_err(|e| EngineError::Unreachable(e.to_string()))?;
         let docker = docker.negotiate_version().await.map_err(|e| EngineError::Unreachable(e.to_string()))?;
         Ok(DockerEngine { docker, registries })
     }

@@ -49,6 +49,19 @@ fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     Client::builder().timeout(timeout).user_agent(concat!("freshen/", env!("CARGO_PKG_VERSION")))
 }
 
+/// Builds `b`; where the system has no CA certificates (minimal container
+/// images), falls back to the Mozilla roots bundled by `webpki-root-certs`.
+fn build_client(b: impl Fn() -> reqwest::ClientBuilder) -> Result<Client, String> {
+    match b().build() {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            tracing::debug!(error = ?e, "system CA certificates unavailable; using the bundled Mozilla roots");
+            let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|c| reqwest::Certificate::from_der(c).ok());
+            b().tls_certs_only(roots).build().map_err(|e| format!("cannot set up the HTTP client: {e:?}"))
+        }
+    }
+}
+
 impl HttpRegistry {
     /// A client whose every request times out after `timeout`, with per-registry `registries` settings.
     ///
@@ -60,10 +73,10 @@ impl HttpRegistry {
             if let Some(ca) = &opts.ca_file {
                 let pem = std::fs::read(ca).map_err(|e| format!("registry {host}: ca_file {}: {e}", ca.display()))?;
                 let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("registry {host}: ca_file {}: {e}", ca.display()))?;
-                clients.insert(host.clone(), builder(timeout).add_root_certificate(cert).build().map_err(|e| e.to_string())?);
+                clients.insert(host.clone(), build_client(|| builder(timeout).tls_certs_merge([cert.clone()]))?);
             }
         }
-        let client = builder(timeout).build().map_err(|e| e.to_string())?;
+        let client = build_client(|| builder(timeout))?;
         Ok(HttpRegistry { client, clients, registries, tokens: Mutex::new(HashMap::new()), blocked: Mutex::new(HashMap::new()) })
     }
 

@@ -1,0 +1,132 @@
+//! `freshen explain BUILD`: why a build would or would not be rebuilt now.
+//!
+//! Runs one check cycle in dry-run mode without saving state, then shows the
+//! build's watched images, the digests it was built from, the current ones and
+//! the decision. Builds nothing and writes nothing.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
+use crate::config::Config;
+use crate::cycle::{self, CycleInput};
+use crate::engine::Engine;
+use crate::output::describe;
+use crate::plan::Decision;
+use crate::watcher::{connect_engine, load_state, Setup};
+
+#[derive(Serialize)]
+struct Watched {
+    image: String,
+    built_from: Option<String>,
+    current: Option<String>,
+    source: Option<crate::state::DigestSource>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Explanation<'a> {
+    build: &'a str,
+    dockerfile: String,
+    base: Option<String>,
+    watched: Vec<Watched>,
+    record_origin: Option<String>,
+    decision: Decision,
+    rebuild: bool,
+}
+
+/// Explains `build` of `config`; prints text or JSON. Returns the exit code:
+/// 0, or 1 when the engine cannot be reached or a check failed, 2 for config errors.
+pub async fn explain(config: Config, build: &str, json: bool) -> i32 {
+    let cancel = CancellationToken::new();
+    let engine: Arc<dyn Engine> = match connect_engine(&config.registries, true, &cancel).await {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("freshen: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let platform = engine.platform().await.ok();
+    let setup = match Setup::from_config(config, platform.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("freshen: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let opts = &setup.config.options;
+    let state = Arc::new(Mutex::new(load_state(&opts.state_file)));
+    let project = Arc::new(setup.project);
+    let input = CycleInput {
+        project: project.clone(),
+        engine,
+        registry: Arc::new(setup.registry),
+        state: state.clone(),
+        state_path: opts.state_file.clone(),
+        parallelism: 1,
+        check_concurrency: opts.check_concurrency,
+        shutdown_grace: opts.shutdown_grace,
+        rebuild_all: false,
+        dry_run: true,
+        persist: false,
+        settle: opts.settle,
+        rate_limit_reserve: opts.rate_limit_reserve,
+        engine_platform: platform.unwrap_or_else(crate::dockerfile::host_platform),
+        cancel,
+    };
+    let report = cycle::run(&input).await;
+    let a = &project.builds[build];
+    let st = state.lock().expect("state lock");
+    let record = st.builds.get(build);
+    let watched: Vec<Watched> = a
+        .watched
+        .iter()
+        .map(|w| {
+            let c = report.checks.iter().find(|c| c.image == w.as_str());
+            let current = st.images.get(w.as_str()).map(|i| {
+                let platform = a.build.platform.as_deref().unwrap_or(&input.engine_platform);
+                crate::registry::select_platform(&i.platforms, platform).unwrap_or(&i.digest).to_string()
+            });
+            Watched {
+                image: w.to_string(),
+                built_from: record.and_then(|r| r.built_from.get(w.as_str()).cloned()),
+                current: c.and_then(|c| c.new.as_ref()).and(current),
+                source: c.and_then(|c| c.source),
+                error: c.and_then(|c| c.error.clone()),
+            }
+        })
+        .collect();
+    let decision = report.decisions.get(build).cloned().unwrap_or(Decision::Fresh);
+    let e = Explanation {
+        build,
+        dockerfile: a.build.dockerfile.display().to_string(),
+        base: a.resolution.as_ref().ok().and_then(|r| r.base.as_ref()).map(ToString::to_string),
+        watched,
+        record_origin: record.map(|r| r.origin.clone()),
+        rebuild: decision.rebuilds(),
+        decision,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e).expect("explanation serialises"));
+    } else {
+        println!("build {} ({})", e.build, e.dockerfile);
+        println!("  base: {}", e.base.as_deref().unwrap_or("scratch"));
+        for w in &e.watched {
+            println!("  watches {}", w.image);
+            println!("    built from: {}", w.built_from.as_deref().unwrap_or("(no record)"));
+            match &w.error {
+                Some(err) => println!("    current:    check failed: {err}"),
+                None => println!("    current:    {} ({:?})", w.current.as_deref().unwrap_or("-"), w.source),
+            }
+        }
+        let verdict = if e.rebuild { "would be rebuilt" } else { "would not be rebuilt" };
+        println!("  {verdict}: {}", describe(&e.decision));
+    }
+    if matches!(e.decision, Decision::CheckFailed { .. } | Decision::Error { .. }) {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
