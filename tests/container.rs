@@ -2,8 +2,8 @@
 //! socket, the config and the build contexts mounted, running a real `--once`
 //! cycle that builds on the host's engine.
 //!
-//! Offline, the runtime base comes from `scripts/runtime-base.sh` (debootstrap
-//! + docker import) and the image from the Dockerfile's `prebuilt` target with
+//! Offline, the runtime base comes from `scripts/runtime-base.sh` (debootstrap,
+//! then docker import) and the image from the Dockerfile's `prebuilt` target with
 //! the binary under test; the `build` and `runtime` targets need crates.io and
 //! Docker Hub images and are not built here.
 
