@@ -11,6 +11,8 @@ need_pkgs() {
   command -v dockerd >/dev/null || missing+=(docker.io)
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "engine.sh: installing ${missing[*]}" >&2
     if [ "$(id -u)" != 0 ]; then echo "engine.sh: need root to apt-get install ${missing[*]}" >&2; exit 1; fi

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -172,21 +173,23 @@ pub async fn run(input: &CycleInput) -> CycleReport {
     }
 }
 
-/// What the engine has under each build's first tag, with labels re-seeded.
+/// What the engine has under each build's first tag, with labels re-seeded;
+/// inspected `check_concurrency` at a time.
 async fn inspect_outputs(input: &CycleInput) -> HashMap<String, Existing> {
-    let mut out = HashMap::new();
-    for (name, a) in &input.project.builds {
-        let Some(tag) = a.build.tags.first() else {
-            continue;
-        };
-        let info = match input.engine.inspect(tag.as_str()).await {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!(build = %name, error = %e, "cannot inspect output image");
-                None
-            }
-        };
-        out.insert(name.clone(), Existing { exists: info.is_some(), labels: info.as_ref().and_then(labels_record) });
-    }
-    out
+    let tags: Vec<(String, String)> =
+        input.project.builds.iter().filter_map(|(name, a)| Some((name.clone(), a.build.tags.first()?.to_string()))).collect();
+    stream::iter(tags)
+        .map(|(name, tag)| async move {
+            let info = match input.engine.inspect(&tag).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(build = %name, error = %e, "cannot inspect output image");
+                    None
+                }
+            };
+            (name, Existing { exists: info.is_some(), labels: info.as_ref().and_then(labels_record) })
+        })
+        .buffer_unordered(input.check_concurrency.max(1))
+        .collect()
+        .await
 }

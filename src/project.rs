@@ -34,12 +34,14 @@ pub struct Project {
     pub builds: BTreeMap<String, Analysed>,
     /// Dependency graph over all builds (builds with errors are nodes without edges to parents).
     pub graph: BuildGraph,
+    /// Tag → the build that produces it.
+    producers: HashMap<ImageRef, String>,
 }
 
 impl Project {
     /// The build that produces `image` as one of its tags, if any.
     pub fn producer_of(&self, image: &ImageRef) -> Option<&str> {
-        self.builds.values().find(|a| a.build.tags.contains(image)).map(|a| a.build.name.as_str())
+        self.producers.get(image).map(String::as_str)
     }
 }
 
@@ -103,7 +105,8 @@ pub fn analyse(
     let nodes: Vec<Node> =
         builds.values().map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.watched.clone() }).collect();
     let graph = BuildGraph::new(&nodes)?;
-    Ok(Project { builds, graph })
+    let producers = builds.values().flat_map(|a| a.build.tags.iter().map(|t| (t.clone(), a.build.name.clone()))).collect();
+    Ok(Project { builds, graph, producers })
 }
 
 /// One build in `freshen plan --format json`.

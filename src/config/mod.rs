@@ -18,8 +18,9 @@ use crate::dockerfile::WatchStages;
 use crate::reference::ImageRef;
 pub use schema::Violation;
 
-/// Largest config file accepted, in bytes (1 MiB); larger files are refused before parsing.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Largest config file accepted, in bytes (64 MiB: 50,000 builds take about 6 MiB);
+/// larger files are refused before parsing.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A config that cannot be used. Always fatal: exit code 2, nothing contacted.
 #[derive(Debug, thiserror::Error)]
