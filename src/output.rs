@@ -119,14 +119,28 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
     i32::from(report.builds.iter().any(|b| b.error.is_some()))
 }
 
-/// Prints the dependency graph as dot, or JSON `{"nodes": [...], "edges": [[parent, child], ...]}`.
+/// Prints the dependency graph: Graphviz dot, with the external images each
+/// build watches as boxes; or JSON `{"nodes": [...], "edges": [[parent, child], ...],
+/// "watched": {build: [external images]}}`.
 pub fn print_graph(project: &Project, json: bool) {
+    let external = |name: &str| -> Vec<String> {
+        project.builds[name].watched.iter().filter(|w| project.producer_of(w).is_none()).map(ToString::to_string).collect()
+    };
+    let order = project.graph.order();
     if json {
-        let order = project.graph.order();
         let edges: Vec<(String, String)> =
             order.iter().flat_map(|n| project.graph.children(n).into_iter().map(move |c| (n.clone(), c.to_string()))).collect();
-        println!("{}", serde_json::json!({"nodes": order, "edges": edges}));
-    } else {
-        print!("{}", project.graph.to_dot());
+        let watched: std::collections::BTreeMap<&str, Vec<String>> = order.iter().map(|n| (n.as_str(), external(n))).collect();
+        println!("{}", serde_json::json!({"nodes": order, "edges": edges, "watched": watched}));
+        return;
     }
+    let mut dot = project.graph.to_dot();
+    dot.truncate(dot.trim_end().len() - 1); // reopen the closing brace
+    for n in &order {
+        for image in external(n) {
+            dot.push_str(&format!("  {image:?} [shape=box, style=dashed];\n  {image:?} -> {n:?} [style=dashed];\n"));
+        }
+    }
+    dot.push_str("}\n");
+    print!("{dot}");
 }

@@ -90,7 +90,7 @@ pub fn analyse(
                     platform: b.platform.as_deref(),
                     engine_platform,
                 };
-                dockerfile::resolve(text, &input).map_err(|e| format!("{}: {e}", b.dockerfile.display()))
+                dockerfile::resolve(text, &input).map_err(|e| b.redact(&format!("{}: {e}", b.dockerfile.display())))
             }
             Some(Err(e)) => Err(e.clone()),
             None => Err(format!("{}: Dockerfile was not read", b.dockerfile.display())),
@@ -150,11 +150,11 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
             PlanEntry {
                 name: a.build.name.clone(),
                 dockerfile: a.build.dockerfile.strip_prefix(config_dir).unwrap_or(&a.build.dockerfile).display().to_string(),
-                from: r.map(|r| r.from.clone()),
-                base: r.and_then(|r| r.base.as_ref()).map(ToString::to_string),
+                from: r.map(|r| a.build.redact(&r.from)),
+                base: r.and_then(|r| r.base.as_ref()).map(|b| a.build.redact(b.as_str())),
                 pinned: r.is_some_and(Resolution::pinned),
                 parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
-                watched: a.watched.iter().map(ToString::to_string).collect(),
+                watched: a.watched.iter().map(|w| a.build.redact(w.as_str())).collect(),
                 error: a.resolution.as_ref().err().cloned(),
             }
         })

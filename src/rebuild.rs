@@ -77,9 +77,10 @@ impl Builder {
             platform: b.platform.clone(),
             labels,
             no_cache: b.no_cache,
+            secrets: b.secrets.clone(),
         };
         tracing::info!(build = %name, "building");
-        let id = self.engine.build(&request).await.map_err(|e| e.to_string())?;
+        let id = self.engine.build(&request).await.map_err(|e| b.redact(&e.to_string()))?;
         tracing::info!(build = %name, image = %id, "built");
         let mut st = self.state.lock().expect("state lock");
         let record = BuildRecord { built_from, image_id: Some(id), recorded_at: state::now_secs(), origin: "built".into() };

@@ -126,6 +126,21 @@ pub struct Build {
     pub exclude_images: Vec<ImageRef>,
     /// Which images of the Dockerfile are watched.
     pub watch_stages: WatchStages,
+    /// Values of the build args named in `secret_build_args` (the build's and
+    /// the options'), to be replaced by `***` wherever freshen prints text.
+    pub secrets: Vec<String>,
+}
+
+impl Build {
+    /// `text` with every secret build arg value replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.secrets)
+    }
+}
+
+/// `text` with each of `secrets` (non-empty values) replaced by `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets.iter().filter(|s| !s.is_empty()).fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
 }
 
 /// A whole resolved config.
@@ -194,6 +209,12 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     for (name, b) in raw["builds"].as_object().into_iter().flatten() {
         if let Some(mut build) = resolve_build(name, b, &base_dir, &mut v) {
             build.watch_stages = watch_stages(b).unwrap_or(options.watch_stages);
+            let names = [&raw["options"]["secret_build_args"], &b["secret_build_args"]];
+            build.secrets = names
+                .iter()
+                .flat_map(|n| n.as_array().into_iter().flatten())
+                .filter_map(|n| build.build_args.get(n.as_str().unwrap_or_default()).cloned())
+                .collect();
             builds.insert(name.clone(), build);
         }
     }
@@ -311,10 +332,11 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
     let at = format!("/builds/{}", escape_pointer(name));
     let before = v.len();
     let mut dockerfile = base_dir.join(raw["dockerfile"].as_str().unwrap_or_default());
-    if dockerfile.is_dir() {
+    if dockerfile.join("Dockerfile").is_file() {
         dockerfile = dockerfile.join("Dockerfile");
     }
-    if !dockerfile.is_file() {
+    // A folder without a Dockerfile in it is left as it is: reading it fails for that build alone.
+    if !dockerfile.exists() {
         violation(v, format!("{at}/dockerfile"), format!("{} does not exist or is not a file; give the path of a Dockerfile, or of a folder holding one named Dockerfile, relative to the config's folder", dockerfile.display()));
     }
     let given = raw.get("context").or_else(|| raw.get("build_dir")).and_then(Value::as_str);
@@ -353,6 +375,7 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         additional_images,
         exclude_images,
         watch_stages: WatchStages::Final,
+        secrets: Vec::new(),
     })
 }
 

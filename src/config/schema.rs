@@ -76,6 +76,8 @@ fn known_keys(pointer: &str) -> Vec<String> {
         &s["properties"]["options"]["properties"]
     } else if is_build(pointer) {
         &s["$defs"]["build"]["properties"]
+    } else if pointer.starts_with("/registries/") && pointer.matches('/').count() == 2 {
+        &s["properties"]["registries"]["additionalProperties"]["properties"]
     } else {
         &Value::Null
     };
@@ -84,6 +86,9 @@ fn known_keys(pointer: &str) -> Vec<String> {
 
 /// "unknown key X; did you mean Y?" with the closest key by Jaro-Winkler similarity.
 fn unknown_key(key: &str, known: &[String]) -> String {
+    if key == "password" && known.iter().any(|k| k == "password_file") {
+        return "unknown key \"password\"; did you mean \"password_file\"? Inline passwords are not accepted: put the password in a file readable only by freshen and give its path".into();
+    }
     let best = known.iter().map(|k| (strsim::jaro_winkler(&key.to_lowercase(), k), k)).max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((score, k)) if score > 0.7 => format!("unknown key \"{key}\"; did you mean \"{k}\"?"),

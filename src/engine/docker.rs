@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{BuildImageOptions, CreateImageOptions, TagImageOptions};
+use bollard::query_parameters::{BuildImageOptions, CreateImageOptions, RemoveImageOptions, TagImageOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
@@ -72,6 +72,38 @@ impl DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// Points every tag at `id`, or none: if one tag fails, the tags already
+    /// moved are put back on their `previous` images (or removed where there was none).
+    async fn move_tags(&self, id: &str, tags: &[ImageRef], previous: &[Option<String>]) -> Result<(), EngineError> {
+        for (k, tag) in tags.iter().enumerate() {
+            if let Err(e) = self.tag(id, tag).await {
+                for (moved, prev) in tags[..k].iter().zip(previous) {
+                    let undo = match prev {
+                        Some(p) => self.tag(p, moved).await,
+                        None => self
+                            .docker
+                            .remove_image(moved.as_str(), Some(RemoveImageOptions { noprune: true, ..Default::default() }), None)
+                            .await
+                            .map(drop)
+                            .map_err(map_err),
+                    };
+                    if let Err(u) = undo {
+                        tracing::error!(tag = %moved, error = %u, "could not put a tag back after a failed tagging; the next cycle rebuilds and retags");
+                    }
+                }
+                return Err(EngineError::Api(format!("tagging {tag} failed, no tag was moved: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn tag(&self, id: &str, tag: &ImageRef) -> Result<(), EngineError> {
+        let options = TagImageOptions { repo: Some(tag.name()), tag: tag.tag().map(str::to_string) };
+        self.docker.tag_image(id, Some(options)).await.map_err(map_err)
+    }
+}
+
 #[async_trait]
 impl Engine for DockerEngine {
     async fn platform(&self) -> Result<String, EngineError> {
@@ -114,10 +146,14 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| EngineError::Context { path: dir, message: e.to_string() })??;
         let body = bollard::body_try_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
-        let first = request.tags.first().map(ToString::to_string);
+        // The build is left untagged; all tags are moved afterwards, together (see `move_tags`).
+        let mut previous = Vec::with_capacity(request.tags.len());
+        for tag in &request.tags {
+            previous.push(self.inspect(tag.as_str()).await?.map(|i| i.id));
+        }
         let options = BuildImageOptions {
             dockerfile: dockerfile_name,
-            t: first.clone(),
+            t: None,
             rm: true,
             forcerm: true,
             nocache: request.no_cache,
@@ -136,11 +172,13 @@ impl Engine for DockerEngine {
             let info = match item {
                 Ok(i) => i,
                 Err(BollardError::DockerStreamError { error }) => {
-                    return Err(EngineError::Build { message: error, tail: Vec::from(tail).join("\n") });
+                    let message = crate::config::redact(&error, &request.secrets);
+                    return Err(EngineError::Build { message, tail: Vec::from(tail).join("\n") });
                 }
                 Err(e) => return Err(map_err(e)),
             };
-            for line in info.stream.iter().flat_map(|s| s.lines()).filter(|l| !l.trim().is_empty()) {
+            let stream = info.stream.as_deref().map(|s| crate::config::redact(s, &request.secrets)).unwrap_or_default();
+            for line in stream.lines().filter(|l| !l.trim().is_empty()) {
                 tracing::debug!(build = %request.name, "{line}");
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
@@ -148,23 +186,23 @@ impl Engine for DockerEngine {
                 tail.push_back(line.to_string());
             }
             if let Some(detail) = info.error_detail {
-                return Err(EngineError::Build { message: detail.message.unwrap_or_default(), tail: Vec::from(tail).join("\n") });
+                let message = crate::config::redact(&detail.message.unwrap_or_default(), &request.secrets);
+                return Err(EngineError::Build { message, tail: Vec::from(tail).join("\n") });
             }
             if let Some(id) = info.aux.and_then(|a| a.id) {
                 image_id = Some(id);
             }
         }
-        let id = match image_id {
-            Some(id) => id,
-            None => self.inspect(first.as_deref().unwrap_or_default()).await?.map(|i| i.id).ok_or_else(|| EngineError::Build {
-                message: "the engine reported no image ID".into(),
-                tail: Vec::from(tail).join("\n"),
-            })?,
+        // Engines that send no `aux` ID still print the classic builder's "Successfully built <id>".
+        let short = tail.iter().rev().find_map(|l| l.strip_prefix("Successfully built ")).map(|s| s.trim().to_string());
+        let id = match (image_id, short) {
+            (Some(id), _) => id,
+            (None, Some(short)) => self.inspect(&short).await?.map(|i| i.id).unwrap_or(short),
+            (None, None) => {
+                return Err(EngineError::Build { message: "the engine reported no image ID".into(), tail: Vec::from(tail).join("\n") })
+            }
         };
-        for tag in request.tags.iter().skip(1) {
-            let options = TagImageOptions { repo: Some(tag.name()), tag: tag.tag().map(str::to_string) };
-            self.docker.tag_image(&id, Some(options)).await.map_err(map_err)?;
-        }
+        self.move_tags(&id, &request.tags, &previous).await?;
         Ok(id)
     }
 }

@@ -56,6 +56,8 @@ pub struct BuildRequest {
     pub labels: HashMap<String, String>,
     /// Build without cache.
     pub no_cache: bool,
+    /// Secret build arg values, replaced by `***` in the build output freshen logs and reports.
+    pub secrets: Vec<String>,
 }
 
 /// An engine call that failed.

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod sockproxy;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
