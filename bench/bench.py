@@ -364,13 +364,20 @@ def machine():
 
 
 def cleanup():
-    ids = sh("docker", "images", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split()
-    ids += sh("docker", "images", "-aq", "--filter", f"label=freshen.bench={os.getpid()}", check=False).stdout.split()
-    for _ in range(5):
-        if not ids:
-            break
-        subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
-        ids = sh("docker", "images", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split()
+    """Removes every image the run made: by label, and by the repositories it used. Images
+    with children go after their children, so this repeats until nothing is left or no
+    progress is made."""
+    left = None
+    while True:
+        ids = set(sh("docker", "images", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split())
+        for line in sh("docker", "images", "--format", "{{.Repository}} {{.ID}}", check=False).stdout.splitlines():
+            repo, _, image_id = line.partition(" ")
+            if re.match(r"^(127\.0\.0\.1:\d+/)?bench/", repo):
+                ids.add(image_id)
+        if not ids or (left is not None and len(ids) >= left):
+            return
+        left = len(ids)
+        subprocess.run(["docker", "rmi", "-f", *sorted(ids)], capture_output=True)
 
 
 def main():
