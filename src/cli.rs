@@ -112,15 +112,22 @@ pub fn run(args: Args) -> i32 {
                 return EXIT_CONFIG;
             }
             init_logging(&config);
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            let runtime = runtime();
             runtime.block_on(explain::explain(config, &build, args.format == Format::Json))
         }
         None => {
             init_logging(&config);
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            let runtime = runtime();
             runtime.block_on(run_watcher(config, &args.config, Mode { once: args.once, dry_run: args.dry_run }, args.format))
         }
     }
+}
+
+/// The async runtime. freshen's work is waiting on the engine and registries,
+/// and the one CPU-heavy step (archiving a build context) runs on the blocking
+/// pool, so one thread drives everything; this keeps the idle daemon small.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime starts")
 }
 
 fn init_logging(config: &Config) {

@@ -151,6 +151,7 @@ pub async fn run(
         }
         let report = cycle::run(&input).instrument(tracing::info_span!("cycle")).await;
         log_summary(&report);
+        release_free_memory();
         first = false;
         if mode.once || cancel.is_cancelled() {
             return Some(report);
@@ -198,6 +199,16 @@ struct Current {
 impl Current {
     fn new(s: Setup) -> Self {
         Current { config: s.config, project: Arc::new(s.project), registry: Arc::new(s.registry) }
+    }
+}
+
+/// Hands memory freed by the cycle back to the OS, so the idle daemon stays
+/// small: glibc keeps freed heap pages otherwise (malloc_trim(3)).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -25,14 +25,16 @@ fn schema() -> &'static Value {
     SCHEMA.get_or_init(|| serde_json::from_str(SCHEMA_TEXT).expect("schema/config.schema.json is valid JSON"))
 }
 
-fn validator() -> &'static Validator {
-    static VALIDATOR: OnceLock<Validator> = OnceLock::new();
-    VALIDATOR.get_or_init(|| jsonschema::draft202012::new(schema()).expect("schema/config.schema.json is a valid 2020-12 schema"))
+/// The compiled validator. Not kept: it is used once per load, and the daemon
+/// should not carry it in memory between reloads.
+fn validator() -> Validator {
+    jsonschema::draft202012::new(schema()).expect("schema/config.schema.json is a valid 2020-12 schema")
 }
 
 /// Validates `instance`, returning every violation at once (empty when valid).
 pub fn check(instance: &Value) -> Vec<Violation> {
-    let mut out: Vec<Violation> = validator()
+    let validator = validator();
+    let mut out: Vec<Violation> = validator
         .iter_errors(instance)
         .map(|e| {
             let pointer = e.instance_path().to_string();
