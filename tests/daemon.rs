@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn wait_for(path: &std::path::Path, needle: &str, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn sigterm_during_a_build_lets_it_finish_saves_state_and_exits_0() {
     if !engine_available() {

@@ -12,17 +12,6 @@ use common::sockproxy::SocketProxy;
 use common::*;
 use serde_json::{json, Value};
 
-fn wait_for(path: &std::path::Path, needle: &str, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn count(path: &std::path::Path, needle: &str) -> usize {
     std::fs::read_to_string(path).unwrap_or_default().matches(needle).count()
 }

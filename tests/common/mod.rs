@@ -250,3 +250,15 @@ pub fn label(reference: &str, key: &str) -> Option<String> {
 pub fn cat(reference: &str, path: &str) -> String {
     docker(&["run", "--rm", reference, "cat", path])
 }
+
+/// Waits up to `limit` for `needle` to appear in the file at `path` (a log); true when it did.
+pub fn wait_for(path: &Path, needle: &str, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
