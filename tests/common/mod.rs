@@ -213,6 +213,19 @@ pub fn remove_labelled(label: &str) {
             return;
         }
         left = ids.len();
+        // A build still running in the engine (its client was killed) holds its image through a container.
+        for id in &ids {
+            let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("ancestor={id}")]).output();
+            let containers = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+            if !containers.trim().is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(containers.split_whitespace())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
         let _ = Command::new("docker").arg("rmi").arg("-f").args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
