@@ -11,11 +11,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, LogFormat};
-use crate::engine::Engine;
 use crate::explain;
 use crate::output;
 use crate::project;
-use crate::watcher::{self, Mode, Reloader, Setup};
+use crate::watcher::{self, Mode, Reloader, Setup, StartError, Started};
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -183,30 +182,26 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let reload = Arc::new(Notify::new());
     spawn_signal_handler(cancel.clone(), reload.clone());
     let once = mode.once || mode.dry_run;
-    let engine = match watcher::connect_engine(&config.registries, once, &cancel).await {
-        Ok(e) => Arc::new(e),
-        Err(e) if cancel.is_cancelled() => {
+    let Started { engine, platform, setup } = match watcher::start(config, once, &cancel).await {
+        Ok(s) => s,
+        Err(StartError::Engine(e)) if cancel.is_cancelled() => {
             tracing::info!(error = %e, "stopped before the engine answered");
             return EXIT_OK;
         }
-        Err(e) => {
+        Err(StartError::Engine(e)) => {
             eprintln!("freshen: {e}");
             return EXIT_FAILED;
         }
-    };
-    // Resolve again with the engine's platform for the automatic platform ARGs.
-    let platform = engine.platform().await.ok();
-    let setup = match Setup::from_config(config, platform.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
+        Err(StartError::Config(e)) => {
             eprintln!("freshen: {e}");
             return EXIT_CONFIG;
         }
     };
-    tracing::info!(builds = setup.config.builds.len(), interval = ?setup.config.options.interval, platform = ?platform, "freshen started");
+    tracing::info!(builds = setup.config.builds.len(), interval = ?setup.config.options.interval, platform = %platform, "freshen started");
     let path = path.to_path_buf();
-    let reloader: Reloader = Box::new(move || Setup::load(&path, platform.as_deref()));
-    let report = watcher::run(setup, engine, Mode { once, ..mode }, cancel.clone(), Some((reload, reloader))).await;
+    let reload_platform = platform.clone();
+    let reloader: Reloader = Box::new(move || Setup::load(&path, Some(&reload_platform)));
+    let report = watcher::run(setup, engine, platform, Mode { once, ..mode }, cancel.clone(), Some((reload, reloader))).await;
     match report {
         Some(r) if once => {
             output::print_report(&r, format == Format::Json);

@@ -12,10 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::config::Config;
 use crate::cycle::{self, CycleInput};
-use crate::engine::Engine;
 use crate::output::describe;
 use crate::plan::Decision;
-use crate::watcher::{connect_engine, load_state, Setup};
+use crate::watcher::{load_state, start, StartError, Started};
 
 #[derive(Serialize)]
 struct Watched {
@@ -41,17 +40,13 @@ struct Explanation<'a> {
 /// 0, or 1 when the engine cannot be reached or a check failed, 2 for config errors.
 pub async fn explain(config: Config, build: &str, json: bool) -> i32 {
     let cancel = CancellationToken::new();
-    let engine: Arc<dyn Engine> = match connect_engine(&config.registries, true, &cancel).await {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
+    let Started { engine, platform, setup } = match start(config, true, &cancel).await {
+        Ok(s) => s,
+        Err(StartError::Engine(e)) => {
             eprintln!("freshen: {e}");
             return EXIT_FAILED;
         }
-    };
-    let platform = engine.platform().await.ok();
-    let setup = match Setup::from_config(config, platform.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
+        Err(StartError::Config(e)) => {
             eprintln!("freshen: {e}");
             return EXIT_CONFIG;
         }
@@ -73,7 +68,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> i32 {
         persist: false,
         settle: opts.settle,
         rate_limit_reserve: opts.rate_limit_reserve,
-        engine_platform: platform.unwrap_or_else(crate::dockerfile::host_platform),
+        engine_platform: platform,
         cancel,
     };
     let report = cycle::run(&input).await;

@@ -74,6 +74,38 @@ pub async fn connect_engine(registries: &Registries, once: bool, cancel: &Cancel
     }
 }
 
+/// Why [`start`] could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The engine did not answer (or the stop signal came first).
+    Engine(EngineError),
+    /// The config does not resolve with the engine's platform.
+    Config(String),
+}
+
+/// A connected engine, its platform, and the config resolved with that platform.
+pub struct Started {
+    /// The engine.
+    pub engine: Arc<dyn Engine>,
+    /// The engine's `os/arch`, or this host's when the engine does not say.
+    pub platform: String,
+    /// The config resolved with `platform` (for the automatic platform ARGs).
+    pub setup: Setup,
+}
+
+/// Connects to the engine (see [`connect_engine`]), asks its platform once,
+/// and resolves `config` with it.
+///
+/// # Errors
+/// [`StartError::Engine`] when the engine cannot be reached, [`StartError::Config`]
+/// when the config does not resolve.
+pub async fn start(config: Config, once: bool, cancel: &CancellationToken) -> Result<Started, StartError> {
+    let engine: Arc<dyn Engine> = Arc::new(connect_engine(&config.registries, once, cancel).await.map_err(StartError::Engine)?);
+    let platform = engine.platform().await.unwrap_or_else(|_| crate::dockerfile::host_platform());
+    let setup = Setup::from_config(config, Some(&platform)).map_err(StartError::Config)?;
+    Ok(Started { engine, platform, setup })
+}
+
 /// A config with its resolved project and registry client: what a reload replaces.
 pub struct Setup {
     /// The config.
@@ -109,7 +141,7 @@ impl Setup {
 /// Loads a new [`Setup`] on SIGHUP; an error refuses the reload.
 pub type Reloader = Box<dyn Fn() -> Result<Setup, String> + Send + Sync>;
 
-/// Runs cycles with `setup` and `engine` until `cancel` fires or, with
+/// Runs cycles with `setup` and `engine` (whose platform is `engine_platform`) until `cancel` fires or, with
 /// `mode.once`, after one cycle; returns the last cycle's report.
 ///
 /// Between cycles, a notification on `reload` calls the [`Reloader`]: a valid
@@ -118,11 +150,11 @@ pub type Reloader = Box<dyn Fn() -> Result<Setup, String> + Send + Sync>;
 pub async fn run(
     setup: Setup,
     engine: Arc<dyn Engine>,
+    engine_platform: String,
     mode: Mode,
     cancel: CancellationToken,
     reload: Option<(Arc<Notify>, Reloader)>,
 ) -> Option<CycleReport> {
-    let engine_platform = engine.platform().await.unwrap_or_else(|_| crate::dockerfile::host_platform());
     let mut current = Current::new(setup);
     let state = Arc::new(Mutex::new(load_state(&current.config.options.state_file)));
     let mut first = true;
