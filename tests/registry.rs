@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::proxy::{Fault, Proxy};
+use common::token::TokenServer;
 use common::*;
 use serde_json::{json, Value};
 
@@ -213,24 +214,8 @@ fn a_registry_with_htpasswd_auth_is_checked_with_configured_credentials_that_nev
     let htpasswd = tmp.path().join("htpasswd");
     std::fs::write(&htpasswd, format!("ci:{}\n", bcrypt::hash("s3cret-pw-xyz", 5).unwrap())).unwrap();
     let env = Env::new_with("auth", &format!("auth: {{htpasswd: {{realm: freshen-test, path: {}}}}}\n", htpasswd.display()));
-    // The docker CLI logs in with a config of its own, so the user's is untouched.
     let docker_config = tmp.path().join("docker");
-    let login = Command::new("docker")
-        .env("DOCKER_CONFIG", &docker_config)
-        .args(["login", "-u", "ci", "--password-stdin", &env.registry.addr])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b"s3cret-pw-xyz")?;
-            c.wait()
-        })
-        .unwrap();
-    assert!(login.success());
-    env.build_base("base:1", "v1");
-    let push = Command::new("docker").env("DOCKER_CONFIG", &docker_config).args(["push", "-q", &env.image("base:1")]).status().unwrap();
-    assert!(push.success());
-    docker(&["rmi", &env.image("base:1")]);
+    login_and_push(&env, &docker_config, "ci", "s3cret-pw-xyz", "base:1", "v1");
 
     env.write("password", "s3cret-pw-xyz\n");
     env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
@@ -247,4 +232,120 @@ fn a_registry_with_htpasswd_auth_is_checked_with_configured_credentials_that_nev
     assert!(!text.contains("s3cret-pw-xyz"), "the password leaked");
     use base64::Engine as _;
     assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode("ci:s3cret-pw-xyz")), "the Authorization header leaked");
+}
+
+/// Logs the docker CLI in to the test registry with a config of its own (the
+/// user's is untouched), then builds and pushes a base with it.
+fn login_and_push(env: &Env, docker_config: &std::path::Path, user: &str, password: &str, repo_tag: &str, version: &str) {
+    let login = Command::new("docker")
+        .env("DOCKER_CONFIG", docker_config)
+        .args(["login", "-u", user, "--password-stdin", &env.registry.addr])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(password.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(login.success());
+    env.build_base(repo_tag, version);
+    let push = Command::new("docker").env("DOCKER_CONFIG", docker_config).args(["push", "-q", &env.image(repo_tag)]).status().unwrap();
+    assert!(push.success());
+    docker(&["rmi", &env.image(repo_tag)]);
+}
+
+#[test]
+fn a_bearer_token_registry_is_checked_with_a_token_got_with_configured_credentials() {
+    if !engine_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(tmp.path(), "ci", "t0ken-pw-xyz");
+    let env = Env::new_with("bearer", &tokens.registry_auth_yaml());
+    let docker_config = tmp.path().join("docker");
+    login_and_push(&env, &docker_config, "ci", "t0ken-pw-xyz", "base:1", "v1");
+
+    env.write("password", "t0ken-pw-xyz\n");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    let mut cfg = json!({"options": {"state_file": "state.json"}, "builds": {"app": {"dockerfile": "app", "tags": [env.image("app:latest")], "labels": {"freshen.test": env.prefix}}}});
+    cfg["registries"] = json!({env.registry.addr.clone(): {"username": "ci", "password_file": "password"}});
+    env.write("config.json", &cfg.to_string());
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "checked with a token, and the engine pulled with the same credentials");
+    assert_eq!(cat(&env.image("app:latest"), "/etc/base-version"), "v1");
+
+    // A check alone: one token request for pull on the base's repository, then the HEAD with the token.
+    let before = tokens.requests().len();
+    env.registry.clear_log();
+    let out2 = env.freshen(&["--once", "--format", "json", "--dry-run"]);
+    assert_eq!(report(&out2)["decisions"]["app"]["status"], "fresh");
+    let asked: Vec<_> = tokens.requests().split_off(before);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].granted);
+    assert_eq!(asked[0].scopes, vec![format!("repository:{}/base:pull", env.prefix)]);
+    assert_eq!(asked[0].service.as_deref(), Some("freshen-test-registry"));
+    let heads: Vec<String> = env.registry.requests().into_iter().filter(|r| r.starts_with("HEAD")).collect();
+    assert_eq!(heads.len(), 2, "one refused without a token, one answered with it: {heads:?}");
+
+    // A change behind the token is seen and rebuilt.
+    login_and_push(&env, &docker_config, "ci", "t0ken-pw-xyz", "base:1", "v2");
+    let out3 = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(report(&out3)["decisions"]["app"]["status"], "changed");
+    assert_eq!(cat(&env.image("app:latest"), "/etc/base-version"), "v2");
+
+    // Without credentials the token server refuses: the check fails, nothing is built.
+    cfg.as_object_mut().unwrap().remove("registries");
+    env.write("config.json", &cfg.to_string());
+    let built = image_id(&env.image("app:latest"));
+    let out4 = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out4.status.code(), Some(1));
+    let r4 = report(&out4);
+    assert_eq!(r4["decisions"]["app"]["status"], "check_failed");
+    let error = r4["checks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("token endpoint answered 401"), "{error}");
+    assert_eq!(image_id(&env.image("app:latest")), built);
+
+    let produced = [out, out2, out3, out4].into_iter().flat_map(|o| [o.stdout, o.stderr]).collect::<Vec<_>>().concat();
+    let text = String::from_utf8_lossy(&[produced, std::fs::read(env.state_path()).unwrap()].concat()).to_string();
+    assert!(!text.contains("t0ken-pw-xyz"), "the password leaked");
+    use base64::Engine as _;
+    assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode("ci:t0ken-pw-xyz")), "the basic Authorization leaked");
+    let issued = tokens.issued();
+    assert!(!issued.is_empty());
+    assert!(issued.iter().all(|t| !text.contains(t.as_str())), "a bearer token leaked");
+}
+
+#[test]
+fn under_the_rate_limit_reserve_a_registry_is_checked_less_often() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("reserve");
+    let proxy = Proxy::start(&env.registry.addr);
+    proxied(&env, &proxy, &["base"]);
+    proxy.set_response_headers(&["RateLimit-Limit: 100;w=3600", "RateLimit-Remaining: 5;w=3600"]);
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let state: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
+    let kept = &state["registries"][proxy.addr.as_str()];
+    assert_eq!((kept["limit"].as_u64(), kept["remaining"].as_u64(), kept["window_secs"].as_u64()), (Some(100), Some(5), Some(3600)));
+
+    // 5 left, under the default reserve of 10: the 3600 s window is shared out,
+    // one check per 600 s, so a check right after is deferred and sends nothing.
+    env.push_base("base:1", "v2");
+    proxy.clear();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(proxy.requests().len(), 0, "{:?}", proxy.requests());
+    let r = report(&out);
+    assert_eq!(r["checks"][0]["deferred"], true);
+    assert_eq!(r["decisions"]["base-app"]["status"], "fresh", "the last digest stands while deferred");
+
+    // With no reserve the registry is checked at once, and the change is found.
+    let config = env.dir.path().join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["options"]["rate_limit_reserve"] = json!(0);
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let out = env.freshen(&["--once", "--format", "json", "--dry-run"]);
+    assert_eq!(proxy.count("HEAD"), 1);
+    assert_eq!(report(&out)["decisions"]["base-app"]["status"], "changed");
 }

@@ -10,6 +10,7 @@
 
 pub mod proxy;
 pub mod sockproxy;
+pub mod token;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -29,6 +29,8 @@ struct Shared {
     /// A fault for every request while set.
     always: Option<Fault>,
     latency: Duration,
+    /// Header lines (`Name: value`) added to every forwarded response.
+    extra_headers: Vec<String>,
 }
 
 /// The proxy; stops on drop.
@@ -75,6 +77,11 @@ impl Proxy {
     /// Adds `latency` before each request is handled.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().unwrap().latency = latency;
+    }
+
+    /// Adds `headers` (`Name: value` each) to every response forwarded from upstream.
+    pub fn set_response_headers(&self, headers: &[&str]) {
+        self.shared.lock().unwrap().extra_headers = headers.iter().map(|h| h.to_string()).collect();
     }
 
     /// Requests seen so far, as `(method, path)`.
@@ -124,11 +131,11 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
     reader.read_exact(&mut body)?;
     let mut parts = head.first().map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default();
     parts.resize(2, String::new());
-    let (fault, latency) = {
+    let (fault, latency, extra) = {
         let mut s = shared.lock().unwrap();
         s.requests.push((parts[0].clone(), parts[1].clone()));
         let f = s.next.pop_front().or_else(|| s.always.clone());
-        (f, s.latency)
+        (f, s.latency, s.extra_headers.clone())
     };
     std::thread::sleep(latency);
     let mut client = client;
@@ -149,5 +156,9 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
     up.write_all(&body)?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
+    if let Some(end) = response.windows(2).position(|w| w == b"\r\n") {
+        let added: String = extra.iter().map(|h| format!("{h}\r\n")).collect();
+        response.splice(end + 2..end + 2, added.into_bytes());
+    }
     client.write_all(&response)
 }
