@@ -9,6 +9,8 @@ B2  rebuild makespan of a 12-build, depth-3 DAG (RUN sleep 1) at parallelism 1, 
 B3  freshen plan over 1,000 / 10,000 / 50,000 synthetic builds: wall time, peak RSS.
 B4  idle daemon with 50 builds: RSS and CPU seconds over 60 s.
 B5  time from a pushed change to a started build, polling every 10 s.
+B6  build-context streaming: freshen --once's peak RSS while it sends a context of
+    100,000 small files, and one of 2 GB, to the engine.
 
 Run with bench/run.sh (it builds the release binary and starts what is needed).
 Writes BENCHMARKS.md. Every comparison runs in this one invocation.
@@ -172,27 +174,34 @@ def write_config(workdir, builds, options=None):
     return path
 
 
-def b1(workdir, reg, sizes, runs, results):
-    proxy = LatencyProxy(reg.port, 0.020)
+def b1_setup(workdir, reg, proxy, m):
+    """M bases pushed straight to the registry, one build on each reached through `proxy`,
+    all built once. Returns (config path, builds, the bases as seen through the proxy)."""
     seed = f"127.0.0.1:{reg.port}/bench/seed:1"
-    busybox_base(workdir, seed)
+    if not sh("docker", "images", "-q", seed).stdout.strip():
+        busybox_base(workdir, seed)
+    d = os.path.join(workdir, f"b1-{m}")
+    os.makedirs(d, exist_ok=True)
+    builds, vias = {}, []
+    for i in range(m):
+        direct = f"127.0.0.1:{reg.port}/bench/m{m}-base{i}:1"
+        variant(seed, direct, f"{m}-{i}")
+        sh("docker", "push", "-q", direct)
+        via = f"127.0.0.1:{proxy.port}/bench/m{m}-base{i}:1"
+        vias.append(via)
+        ctx = os.path.join(d, f"app{i}")
+        os.makedirs(ctx, exist_ok=True)
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(f"FROM {via}\nRUN true\n")
+        builds[f"app{i}"] = {"dockerfile": ctx, "tags": [f"bench/m{m}-app{i}:latest"], "labels": {"freshen.bench": str(os.getpid())}}
+    cfg = write_config(d, builds, {"parallelism": 2})
+    sh(FRESHEN, "-c", cfg, "--once")  # first run builds everything; not timed
+    return cfg, builds, vias
+
+
+def b1(workdir, reg, proxy, sizes, runs, results):
     for m in sizes:
-        d = os.path.join(workdir, f"b1-{m}")
-        os.makedirs(d, exist_ok=True)
-        builds, vias = {}, []
-        for i in range(m):
-            direct = f"127.0.0.1:{reg.port}/bench/m{m}-base{i}:1"
-            variant(seed, direct, f"{m}-{i}")
-            sh("docker", "push", "-q", direct)
-            via = f"127.0.0.1:{proxy.port}/bench/m{m}-base{i}:1"
-            vias.append(via)
-            ctx = os.path.join(d, f"app{i}")
-            os.makedirs(ctx, exist_ok=True)
-            with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-                f.write(f"FROM {via}\nRUN true\n")
-            builds[f"app{i}"] = {"dockerfile": ctx, "tags": [f"bench/m{m}-app{i}:latest"], "labels": {"freshen.bench": str(os.getpid())}}
-        cfg = write_config(d, builds, {"parallelism": 2})
-        sh(FRESHEN, "-c", cfg, "--once")  # first run builds everything; not timed
+        cfg, builds, vias = b1_setup(workdir, reg, proxy, m)
         row = {}
         for name, fn in [
             ("freshen --once", lambda: sh(FRESHEN, "-c", cfg, "--once")),
@@ -301,9 +310,10 @@ def proc_stats(pid):
     return cpu, rss
 
 
-def b4(workdir, results, idle_s):
-    d = os.path.join(workdir, "b1-50")
-    cfg = os.path.join(d, "config.json")
+def b4(workdir, reg, proxy, results, idle_s):
+    cfg = os.path.join(workdir, "b1-50", "config.json")
+    if not os.path.exists(cfg):
+        cfg, _, _ = b1_setup(workdir, reg, proxy, 50)
     c = json.load(open(cfg))
     c["options"]["interval"] = "1h"
     json.dump(c, open(cfg, "w"))
@@ -356,6 +366,45 @@ def b5(workdir, reg, trials, results):
     print(f"B5 change → build started: median {median(lat):.2f} s over {trials} pushes (interval 10 s)", flush=True)
 
 
+def small_files(ctx):
+    """100,000 files of 100 random bytes in 100 folders."""
+    for i in range(100_000):
+        folder = os.path.join(ctx, f"d{i // 1000}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"f{i}"), "wb") as f:
+            f.write(os.urandom(100))
+
+
+def big_files(ctx):
+    """2 GiB of random bytes in 8 files of 256 MiB."""
+    for i in range(8):
+        sh("dd", "if=/dev/urandom", f"of={os.path.join(ctx, f'blob{i}')}", "bs=1M", "count=256", "status=none")
+
+
+def b6(workdir, reg, results):
+    """Peak RSS of freshen --once building on contexts too big to hold in memory."""
+    base = f"127.0.0.1:{reg.port}/bench/b6-base:1"
+    busybox_base(workdir, base)
+    sh("docker", "push", "-q", base)
+    row = {}
+    for name, fill in [("100,000 files of 100 bytes", small_files), ("2 GB in 8 files", big_files)]:
+        d = os.path.join(workdir, "b6")
+        sh("rm", "-rf", d)
+        ctx = os.path.join(d, "app")
+        os.makedirs(ctx)
+        fill(ctx)
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(f"FROM {base}\nRUN true\n")
+        size = int(sh("du", "-sb", ctx).stdout.split()[0])
+        cfg = write_config(d, {"app": {"dockerfile": ctx, "tags": ["bench/b6-app:latest"], "labels": {"freshen.bench": str(os.getpid())}}})
+        out = sh("/usr/bin/time", "-f", "%M %e", FRESHEN, "-c", cfg, "--once")
+        rss_kb, wall = out.stderr.strip().splitlines()[-1].split()
+        row[name] = {"bytes": size, "peak_rss_mb": int(rss_kb) / 1024, "wall_s": float(wall)}
+        print(f"B6 {name:<28} context {size / 1e6:8.1f} MB  freshen peak RSS {int(rss_kb) / 1024:6.1f} MB  {float(wall):6.1f} s", flush=True)
+        sh("rm", "-rf", d)
+    results["B6"] = row
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 1024 / 1024
@@ -384,24 +433,34 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer sizes and runs, for a smoke test")
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--only", help="comma-separated benchmarks to run (B1,...,B6); prints only, BENCHMARKS.md is not written")
     args = ap.parse_args()
+    only = set(args.only.upper().split(",")) if args.only else None
+    run = lambda b: only is None or b in only
     runs = 2 if args.quick else 5
     results = {"machine": machine(), "date": datetime.date.today().isoformat(), "runs": runs}
     with tempfile.TemporaryDirectory(prefix="freshen-bench-") as workdir:
         reg = Registry(workdir)
+        proxy = LatencyProxy(reg.port, 0.020)
         try:
-            b1(workdir, reg, [10] if args.quick else [10, 50, 200], runs, results)
-            b2(workdir, reg, runs, results)
-            b3(workdir, [1000] if args.quick else [1000, 10000, 50000], runs, results)
-            if not args.quick:
-                b4(workdir, results, 60)
-            b5(workdir, reg, 3 if args.quick else 5, results)
+            if run("B1"):
+                b1(workdir, reg, proxy, [10] if args.quick else [10, 50, 200], runs, results)
+            if run("B2"):
+                b2(workdir, reg, runs, results)
+            if run("B3"):
+                b3(workdir, [1000] if args.quick else [1000, 10000, 50000], runs, results)
+            if run("B4") and not args.quick:
+                b4(workdir, reg, proxy, results, 60)
+            if run("B5"):
+                b5(workdir, reg, 3 if args.quick else 5, results)
+            if run("B6") and not args.quick:
+                b6(workdir, reg, results)
         finally:
             reg.stop()
             cleanup()
     if args.json:
         json.dump(results, open(args.json, "w"), indent=2)
-    if not args.quick:
+    if not args.quick and only is None:
         from report import write_markdown
         write_markdown(results, os.path.join(ROOT, "BENCHMARKS.md"))
         print("wrote BENCHMARKS.md")

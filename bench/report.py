@@ -66,6 +66,17 @@ def write_markdown(r, path, criterion=None):
       f"(samples: {', '.join(f'{x:.2f}' for x in v['samples'])} s). Polling gives interval/2 on average; this is the figure to compare "
       "once webhook triggers exist.\n")
 
+    if "B6" in r:
+        w("## B6: build-context streaming\n")
+        w("freshen --once building one image whose build context is too big to hold in memory; peak RSS and wall time of the "
+          "freshen process from GNU time (the engine's own memory is not counted). The context is archived to a temporary file "
+          "and streamed from it to the engine.\n")
+        w("| context | size | freshen peak RSS | wall time |")
+        w("|---|---|---|---|")
+        for name, v in r["B6"].items():
+            w(f"| {name} | {v['bytes'] / 1e6:,.0f} MB | {v['peak_rss_mb']:.1f} MB | {v['wall_s']:.1f} s |")
+        w("")
+
     if criterion:
         w("## Core (criterion)\n")
         w(criterion)

@@ -59,7 +59,14 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
                         std::fs::read(&b.dockerfile)
                     }
                 })
-                .map_err(|e| format!("{}: cannot read Dockerfile: {e}", b.dockerfile.display()))
+                .map_err(|e| {
+                    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        "; make it readable by the user freshen runs as"
+                    } else {
+                        ""
+                    };
+                    format!("{}: cannot read Dockerfile: {e}{hint}", b.dockerfile.display())
+                })
                 .and_then(|bytes| {
                     String::from_utf8(bytes).map_err(|_| format!("{}: Dockerfile is not UTF-8 text", b.dockerfile.display()))
                 });

@@ -116,6 +116,77 @@ fn contexts_archive_symlinks_as_links_and_apply_dockerignore() {
     assert!(Path::new(&ctx).join("escape").exists());
 }
 
+/// The gid of the `docker` group, which may use the engine's socket.
+fn docker_gid() -> String {
+    let group = std::fs::read_to_string("/etc/group").unwrap();
+    group.lines().find_map(|l| l.strip_prefix("docker:x:")).and_then(|r| r.split(':').next()).expect("a docker group").to_string()
+}
+
+#[test]
+fn unreadable_files_are_a_clear_error_for_their_build_alone() {
+    if !engine_available() {
+        return;
+    }
+    // Root reads everything, so freshen runs here as `nobody` in the docker group,
+    // as a service account would, from a copy of the binary it can reach.
+    let env = Env::new("unreadable");
+    env.push_base("base:1", "v1");
+    let from = format!("FROM {}\nCOPY . /ctx/\nRUN true\n", env.image("base:1"));
+    for name in ["good", "file", "folder", "dockerfile"] {
+        env.write(&format!("{name}/Dockerfile"), &from);
+        env.write(&format!("{name}/data/readme.txt"), "readable");
+    }
+    let key = env.write("file/data/private.key", "no one may read this");
+    let folder = env.dir.path().join("folder/data");
+    let dockerfile = env.dir.path().join("dockerfile/Dockerfile");
+    let builds = ["good", "file", "folder", "dockerfile"]
+        .map(|n| (n.to_string(), json!({"dockerfile": n, "tags": [env.image(&format!("{n}:latest"))]})));
+    env.config(json!({}), Value::Object(builds.into_iter().collect()));
+    let binary = env.dir.path().join("freshen");
+    std::fs::copy(env!("CARGO_BIN_EXE_freshen"), &binary).unwrap();
+    let status = std::process::Command::new("chown").args(["-R", "65534:65534"]).arg(env.dir.path()).status().unwrap();
+    assert!(status.success());
+    use std::os::unix::fs::PermissionsExt;
+    for p in [&key, &folder, &dockerfile] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", &format!("--groups={}", docker_gid()), "--"])
+            .arg(&binary)
+            .arg("-c")
+            .arg(env.dir.path().join("config.json"))
+            .args(args)
+            .env("HOME", env.dir.path())
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+
+    let out = run(&["plan", "--format", "json"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error =
+        plan["builds"].as_array().unwrap().iter().find(|b| b["name"] == "dockerfile").unwrap()["error"].as_str().unwrap().to_string();
+    assert!(error.contains(&dockerfile.display().to_string()) && error.contains("Permission denied"), "{error}");
+
+    let out = run(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcomes"]["good"]["outcome"], "built", "every other build goes on");
+    assert_eq!(report["decisions"]["dockerfile"]["status"], "error");
+    for (name, path) in [("file", &key), ("folder", &folder)] {
+        assert_eq!(report["outcomes"][name]["outcome"], "failed", "{name}");
+        let error = report["outcomes"][name]["error"].as_str().unwrap();
+        assert!(error.contains(&path.display().to_string()), "{name}: {error}");
+        assert!(error.contains("Permission denied") && error.contains(".dockerignore"), "{name}: {error}");
+    }
+    // Root can read what nobody could; put things back so the folder can be removed.
+    for p in [&key, &folder, &dockerfile] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
 #[test]
 fn secret_build_args_never_appear_in_logs_errors_state_or_plan() {
     if !engine_available() {

@@ -127,7 +127,7 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
     tar.follow_symlinks(false);
     let mut walker = walkdir::WalkDir::new(context).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
     while let Some(entry) = walker.next() {
-        let entry = entry.map_err(|e| cerr(e.path().unwrap_or(context), e.to_string()))?;
+        let entry = entry.map_err(|e| cerr(e.path().unwrap_or(context), with_hint(e.to_string(), e.io_error().map(|io| io.kind()))))?;
         let rel = entry.path().strip_prefix(context).expect("walkdir stays under its root").to_string_lossy().replace('\\', "/");
         let always = rel == ".dockerignore" || inside.as_deref() == Some(rel.as_str());
         if entry.file_type().is_dir() && ignore.prune(&rel) {
@@ -140,7 +140,8 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
         if inside.is_none() && rel == ".dockerignore" {
             continue; // written below with the injected Dockerfile listed
         }
-        tar.append_path_with_name(entry.path(), &rel).map_err(|e| cerr(entry.path(), format!("cannot archive: {e}")))?;
+        tar.append_path_with_name(entry.path(), &rel)
+            .map_err(|e| cerr(entry.path(), with_hint(format!("cannot archive: {e}"), Some(e.kind()))))?;
     }
     let name = match inside {
         Some(n) => n,
@@ -158,6 +159,16 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
     use std::io::Seek;
     file.rewind().map_err(|e| cerr(context, e.to_string()))?;
     Ok((file, name))
+}
+
+/// Adds what to do to a permission error: the file is in the context, so it is sent unless ignored.
+fn with_hint(message: String, kind: Option<std::io::ErrorKind>) -> String {
+    match kind {
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            format!("{message}; make it readable by the user freshen runs as, or exclude it in the context's .dockerignore")
+        }
+        _ => message,
+    }
 }
 
 fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> std::io::Result<()> {
