@@ -9,6 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tlsproxy::TlsFront;
 use common::*;
 use serde_json::json;
 
@@ -25,6 +26,46 @@ fn once_with_an_unreachable_engine_exits_1_with_one_clear_line() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains("INFO") && !l.contains("DEBUG")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("cannot reach the Docker engine"), "{stderr}");
+}
+
+#[test]
+fn a_tls_docker_host_is_reached_with_the_client_certificate_from_docker_cert_path() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("tls");
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    let config = env.config(json!({}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let front = TlsFront::start(env.dir.path(), std::path::Path::new("/var/run/docker.sock"));
+    let run = |cert_path: &std::path::Path| {
+        let out = freshen_cmd(&config, &["--once"])
+            .env("DOCKER_HOST", &front.host)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", cert_path)
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+
+    // Without a client certificate the engine is not reached: one clear line, exit 1, nothing built.
+    let only_ca = env.dir.path().join("only-ca");
+    std::fs::create_dir(&only_ca).unwrap();
+    std::fs::copy(front.cert_path.join("ca.pem"), only_ca.join("ca.pem")).unwrap();
+    let out = run(&only_ca);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains("INFO") && !l.contains("DEBUG")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("cannot reach the Docker engine") && lines[0].contains("DOCKER_TLS_VERIFY"), "{stderr}");
+    assert_eq!(front.verified_connections(), 0);
+    assert!(image_id(&env.image("app:latest")).is_none());
+
+    let out = run(&front.cert_path);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(front.verified_connections() > 0, "the engine was reached through the TLS front");
+    assert_eq!(cat(&env.image("app:latest"), "/etc/base-version"), "v1");
 }
 
 #[test]

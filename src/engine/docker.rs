@@ -48,9 +48,21 @@ impl DockerEngine {
     /// [`EngineError::Unreachable`] when the engine does not answer.
     pub async fn connect(registries: Registries) -> Result<Self, EngineError> {
         let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
-        let docker = if tls { Docker::connect_with_ssl_defaults() } else { Docker::connect_with_defaults() };
-        let docker = docker.map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        let docker = docker.negotiate_version().await.map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let certs = std::env::var("DOCKER_CERT_PATH").unwrap_or_else(|_| "~/.docker".into());
+        let unreachable = |e: bollard::errors::Error| match tls {
+            true => EngineError::Unreachable(format!("{e} (DOCKER_TLS_VERIFY is set: ca.pem, cert.pem and key.pem are read from {certs})")),
+            false => EngineError::Unreachable(e.to_string()),
+        };
+        let docker = if tls {
+            // reqwest and bollard both use rustls; with more than one crypto provider compiled
+            // in, rustls cannot pick one by itself and panics, so freshen names it. An error
+            // here means one is installed already, which is all that is needed.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            Docker::connect_with_ssl_defaults()
+        } else {
+            Docker::connect_with_defaults()
+        };
+        let docker = docker.map_err(unreachable)?.negotiate_version().await.map_err(unreachable)?;
         Ok(DockerEngine { docker, registries })
     }
 }

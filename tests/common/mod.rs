@@ -10,6 +10,7 @@
 
 pub mod proxy;
 pub mod sockproxy;
+pub mod tlsproxy;
 pub mod token;
 
 use std::io::Write;
