@@ -37,6 +37,8 @@ pub mod dockerfile;
 pub mod engine;
 pub mod executor;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod output;
 pub mod plan;

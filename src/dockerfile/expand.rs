@@ -11,6 +11,11 @@
 
 use std::collections::HashMap;
 
+/// How deep `${…}` forms may nest. BuildKit sets no limit (Go stacks grow);
+/// freshen's expander recurses, so a Dockerfile nesting thousands deep would
+/// overflow its stack: it gets an error instead. Real Dockerfiles nest two or three deep.
+pub const MAX_NESTING: usize = 100;
+
 /// Variables in scope: name → value. A name that is absent is unset; a name
 /// mapped to `""` is set but empty (the `:-` and `-` forms tell them apart).
 pub type Vars = HashMap<String, String>;
@@ -26,10 +31,10 @@ pub enum ExpandError {
         /// The message after `?`, or a default one.
         message: String,
     },
-    /// Unbalanced `${`, a quote left open, or a bad modifier.
+    /// Unbalanced `${`, a quote left open, a bad modifier, or `${…}` nested deeper than [`MAX_NESTING`].
     #[error("bad variable substitution in {word:?}: {reason}")]
     Syntax {
-        /// The word being expanded.
+        /// The word being expanded (its first 80 characters and `…` when longer).
         word: String,
         /// What is wrong.
         reason: String,
@@ -40,10 +45,11 @@ pub enum ExpandError {
 ///
 /// # Errors
 /// [`ExpandError::Required`] for `${V:?msg}` with `V` unset or empty, and
-/// [`ExpandError::Syntax`] for an unterminated `${`, quote, or an unknown modifier.
+/// [`ExpandError::Syntax`] for an unterminated `${`, quote, an unknown modifier,
+/// or `${…}` forms nested deeper than [`MAX_NESTING`].
 pub fn expand_word(word: &str, vars: &Vars, escape: char) -> Result<String, ExpandError> {
     let chars: Vec<char> = word.chars().collect();
-    let mut lexer = Lexer { chars: &chars, pos: 0, vars, escape, word };
+    let mut lexer = Lexer { chars: &chars, pos: 0, vars, escape, word, depth: 0 };
     lexer.process(None)
 }
 
@@ -53,11 +59,18 @@ struct Lexer<'a> {
     vars: &'a Vars,
     escape: char,
     word: &'a str,
+    /// `${…}` forms open around the current position.
+    depth: usize,
 }
 
 impl Lexer<'_> {
     fn syntax(&self, reason: &str) -> ExpandError {
-        ExpandError::Syntax { word: self.word.to_string(), reason: reason.to_string() }
+        // A word can be megabytes long; the error quotes its start.
+        let word = match self.word.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}…", &self.word[..cut]),
+            None => self.word.to_string(),
+        };
+        ExpandError::Syntax { word, reason: reason.to_string() }
     }
 
     fn peek(&self) -> Option<char> {
@@ -151,6 +164,9 @@ impl Lexer<'_> {
             return Ok(self.vars.get(&name).cloned().unwrap_or_default());
         }
         self.pos += 1;
+        if self.depth >= MAX_NESTING {
+            return Err(self.syntax(&format!("variables nested more than {MAX_NESTING} deep")));
+        }
         let name = self.name();
         if name.is_empty() {
             return Err(self.syntax("missing variable name after '${'"));
@@ -171,7 +187,10 @@ impl Lexer<'_> {
         } else {
             c
         };
-        let word = self.process(Some('}'))?;
+        self.depth += 1;
+        let word = self.process(Some('}'));
+        self.depth -= 1;
+        let word = word?;
         self.pos += 1; // the '}'
                        // With ':', an empty value counts as unset (POSIX parameter expansion).
         let set = match value {
@@ -230,6 +249,14 @@ mod tests {
         assert_eq!(x("\"$A\"").unwrap(), "alpine");
         assert_eq!(x("\\$A").unwrap(), "$A");
         assert_eq!(expand_word("`$A", &vars(), '`').unwrap(), "$A");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |n: usize| format!("{}x{}", "${UNSET:-".repeat(n), "}".repeat(n));
+        assert_eq!(x(&nested(MAX_NESTING)), Ok("x".into()));
+        let deep = x(&nested(100_000)).unwrap_err();
+        assert!(deep.to_string().contains("nested more than 100 deep"), "{deep}");
     }
 
     #[test]
