@@ -217,11 +217,7 @@ fn a_registry_with_htpasswd_auth_is_checked_with_configured_credentials_that_nev
     let docker_config = tmp.path().join("docker");
     login_and_push(&env, &docker_config, "ci", "s3cret-pw-xyz", "base:1", "v1");
 
-    env.write("password", "s3cret-pw-xyz\n");
-    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
-    let mut cfg = json!({"options": {"state_file": "state.json"}, "builds": {"app": {"dockerfile": "app", "tags": [env.image("app:latest")], "labels": {"freshen.test": env.prefix}}}});
-    cfg["registries"] = json!({env.registry.addr.clone(): {"username": "ci", "password_file": "password"}});
-    env.write("config.json", &cfg.to_string());
+    app_with_credentials(&env, "ci", "s3cret-pw-xyz");
     let out = env.freshen(&["--once", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "checked and pulled with the configured credentials");
     assert!(image_id(&env.image("app:latest")).is_some());
@@ -232,6 +228,17 @@ fn a_registry_with_htpasswd_auth_is_checked_with_configured_credentials_that_nev
     assert!(!text.contains("s3cret-pw-xyz"), "the password leaked");
     use base64::Engine as _;
     assert!(!text.contains(&base64::engine::general_purpose::STANDARD.encode("ci:s3cret-pw-xyz")), "the Authorization header leaked");
+}
+
+/// Writes config.json with one build `app` on `base:1` and credentials for the
+/// test registry in its `registries` section (the password in a file); returns the config.
+fn app_with_credentials(env: &Env, user: &str, password: &str) -> Value {
+    env.write("password", &format!("{password}\n"));
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    let mut cfg = json!({"options": {"state_file": "state.json"}, "builds": {"app": {"dockerfile": "app", "tags": [env.image("app:latest")], "labels": {"freshen.test": env.prefix}}}});
+    cfg["registries"] = json!({env.registry.addr.clone(): {"username": user, "password_file": "password"}});
+    env.write("config.json", &cfg.to_string());
+    cfg
 }
 
 /// Logs the docker CLI in to the test registry with a config of its own (the
@@ -266,11 +273,7 @@ fn a_bearer_token_registry_is_checked_with_a_token_got_with_configured_credentia
     let docker_config = tmp.path().join("docker");
     login_and_push(&env, &docker_config, "ci", "t0ken-pw-xyz", "base:1", "v1");
 
-    env.write("password", "t0ken-pw-xyz\n");
-    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
-    let mut cfg = json!({"options": {"state_file": "state.json"}, "builds": {"app": {"dockerfile": "app", "tags": [env.image("app:latest")], "labels": {"freshen.test": env.prefix}}}});
-    cfg["registries"] = json!({env.registry.addr.clone(): {"username": "ci", "password_file": "password"}});
-    env.write("config.json", &cfg.to_string());
+    let mut cfg = app_with_credentials(&env, "ci", "t0ken-pw-xyz");
     let out = env.freshen(&["--once", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "checked with a token, and the engine pulled with the same credentials");
     assert_eq!(cat(&env.image("app:latest"), "/etc/base-version"), "v1");
