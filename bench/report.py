@@ -71,7 +71,7 @@ def write_markdown(r, path, criterion=None):
         w("freshen --once building one image whose build context is too big to hold in memory; peak RSS and wall time of the "
           "freshen process from GNU time (the engine's own memory is not counted). The context is archived to a temporary file "
           "and streamed from it to the engine.\n")
-        w("| context | size | freshen peak RSS | wall time |")
+        w("| context | size on disk | freshen peak RSS | wall time (archive, send, engine unpacks, `RUN true`) |")
         w("|---|---|---|---|")
         for name, v in r["B6"].items():
             w(f"| {name} | {v['bytes'] / 1e6:,.0f} MB | {v['peak_rss_mb']:.1f} MB | {v['wall_s']:.1f} s |")
