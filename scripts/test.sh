@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/engine.sh start
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets
+cargo test --all-targets --no-fail-fast

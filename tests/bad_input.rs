@@ -187,6 +187,48 @@ fn unreadable_files_are_a_clear_error_for_their_build_alone() {
     }
 }
 
+/// Every `repository:tag` in the engine that carries `prefix` (untagged images,
+/// listed as `repository:<none>` when they keep a repository digest, are not tags).
+fn tags_with(prefix: &str) -> std::collections::BTreeSet<String> {
+    let listing = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    listing.lines().filter(|t| t.contains(prefix) && !t.ends_with(":<none>")).map(str::to_string).collect()
+}
+
+#[test]
+fn only_the_configured_tags_are_ever_made_or_moved() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("onlyconfigured");
+    env.push_base("base:1", "v1");
+    // The same repository under a tag no build names, and a repository no build names.
+    env.build_base("app:handmade", "hand");
+    env.build_base("unrelated:1", "other");
+    let untouched = [env.image("app:handmade"), env.image("unrelated:1")].map(|r| (image_id(&r).unwrap(), r));
+    env.write("lib/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("lib:latest")));
+    env.config(
+        json!({}),
+        json!({
+            "lib": {"dockerfile": "lib", "tags": [env.image("lib:latest"), env.image("lib:v1")]},
+            "app": {"dockerfile": "app", "tags": [env.image("app:latest")]}
+        }),
+    );
+    let before = tags_with(&env.prefix);
+    let configured: std::collections::BTreeSet<String> = ["lib:latest", "lib:v1", "app:latest"].map(|t| env.image(t)).into();
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    assert_eq!(tags_with(&env.prefix).difference(&before).cloned().collect::<std::collections::BTreeSet<_>>(), configured);
+
+    env.push_base("base:1", "v2");
+    let out = env.freshen(&["--once", "--format", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&report["outcomes"]["lib"]["outcome"], &report["outcomes"]["app"]["outcome"]), (&json!("built"), &json!("built")));
+    assert_eq!(tags_with(&env.prefix).difference(&before).cloned().collect::<std::collections::BTreeSet<_>>(), configured);
+    for (id, reference) in untouched {
+        assert_eq!(image_id(&reference), Some(id), "{reference} was not freshen's to move");
+    }
+}
+
 #[test]
 fn secret_build_args_never_appear_in_logs_errors_state_or_plan() {
     if !engine_available() {

@@ -14,7 +14,9 @@ fn every_saved_fuzz_input_returns_without_a_panic() {
         [("config", freshen::fuzzing::config), ("dockerignore", freshen::fuzzing::dockerignore), ("resolve", freshen::fuzzing::resolve)];
     let mut replayed = 0;
     for (name, target) in targets {
-        let mut files: Vec<_> = std::fs::read_dir(root.join(name)).unwrap().map(|e| e.unwrap().path()).collect();
+        // Git keeps no empty folders: a target with no saved input has none.
+        let Ok(entries) = std::fs::read_dir(root.join(name)) else { continue };
+        let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
         files.sort();
         for file in files {
             let data = std::fs::read(&file).unwrap();
