@@ -234,8 +234,13 @@ impl Drop for Tmpfs {
     }
 }
 
+fn remount(mnt: &std::path::Path, mode: &str) {
+    let status = Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(mnt).status().unwrap();
+    assert!(status.success(), "remount {mode}");
+}
+
 #[test]
-fn a_full_disk_under_the_state_file_keeps_the_last_good_state_and_the_daemon_running() {
+fn a_full_disk_or_read_only_state_folder_keeps_the_last_good_state_and_the_daemon_running() {
     if !engine_available() {
         return;
     }
@@ -259,27 +264,43 @@ fn a_full_disk_under_the_state_file_keeps_the_last_good_state_and_the_daemon_run
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
     assert!(wait_for(&log, "freshen::rebuild: built", Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(500));
-    let good = std::fs::read(mnt.join("state.json")).unwrap();
-    // Fill the disk.
-    let _ =
-        Command::new("dd").args(["if=/dev/zero", &format!("of={}", mnt.join("fill").display()), "bs=4k"]).stderr(Stdio::null()).status();
-    env.push_base("base:1", "v2");
-    let before = count(&log, "state was not saved");
-    let start = Instant::now();
-    while count(&log, "state was not saved") < before + 2 && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(100));
+    let state_file = mnt.join("state.json");
+
+    // A full disk, then a folder that cannot be written at all (the file system remounted read-only).
+    let fill = mnt.join("fill");
+    let faults: [(&str, &dyn Fn(), &dyn Fn()); 2] = [
+        (
+            "No space left on device",
+            &|| {
+                let _ =
+                    Command::new("dd").args(["if=/dev/zero", &format!("of={}", fill.display()), "bs=4k"]).stderr(Stdio::null()).status();
+            },
+            &|| std::fs::remove_file(&fill).unwrap(),
+        ),
+        ("Read-only file system", &|| remount(&mnt, "ro"), &|| remount(&mnt, "rw")),
+    ];
+    for (version, (error, break_it, mend_it)) in ["v2", "v3"].into_iter().zip(faults) {
+        let good = std::fs::read(&state_file).unwrap();
+        break_it();
+        env.push_base("base:1", version);
+        let before = count(&log, "state was not saved");
+        let said_twice = || count(&log, "state was not saved") >= before + 2;
+        let start = Instant::now();
+        while !said_twice() && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(said_twice(), "said every cycle:\n{text}");
+        assert!(text.contains(error), "a clear error ({error}):\n{text}");
+        assert!(child.try_wait().unwrap().is_none(), "still running");
+        assert_eq!(std::fs::read(&state_file).unwrap(), good, "the last good state file is kept");
+        mend_it();
+        let start = Instant::now();
+        while std::fs::read(&state_file).unwrap() == good && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_ne!(std::fs::read(&state_file).unwrap(), good, "saved again once it can be ({error})");
     }
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(count(&log, "state was not saved") >= before + 2, "said every cycle:\n{text}");
-    assert!(text.contains("No space left on device"), "a clear error:\n{text}");
-    assert!(child.try_wait().unwrap().is_none(), "still running");
-    assert_eq!(std::fs::read(mnt.join("state.json")).unwrap(), good, "the last good state file is kept");
-    std::fs::remove_file(mnt.join("fill")).unwrap();
-    let start = Instant::now();
-    while std::fs::read(mnt.join("state.json")).unwrap() == good && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_ne!(std::fs::read(mnt.join("state.json")).unwrap(), good, "saved again once there is room");
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
