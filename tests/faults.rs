@@ -234,6 +234,9 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A fault under the state file: the error it causes, how to cause it, how to mend it.
+type StateFault<'a> = (&'static str, &'a dyn Fn(), &'a dyn Fn());
+
 fn remount(mnt: &std::path::Path, mode: &str) {
     let status = Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(mnt).status().unwrap();
     assert!(status.success(), "remount {mode}");
@@ -268,7 +271,7 @@ fn a_full_disk_or_read_only_state_folder_keeps_the_last_good_state_and_the_daemo
 
     // A full disk, then a folder that cannot be written at all (the file system remounted read-only).
     let fill = mnt.join("fill");
-    let faults: [(&str, &dyn Fn(), &dyn Fn()); 2] = [
+    let faults: [StateFault; 2] = [
         (
             "No space left on device",
             &|| {
