@@ -10,7 +10,12 @@ WORK=$(mktemp -d /tmp/freshen-demo.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 REG=127.0.0.1:$PORT
 cleanup() {
-  docker images -q --filter "label=freshen.demo=$PORT" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  # An image with child images cannot go before its children: repeat until none is left.
+  for _ in 1 2 3 4 5; do
+    ids=$(docker images -aq --filter "label=freshen.demo=$PORT" | sort -u)
+    [ -n "$ids" ] || break
+    echo "$ids" | xargs docker rmi -f >/dev/null 2>&1 || true
+  done
   [ -n "${REGPID:-}" ] && kill "$REGPID" 2>/dev/null || true
   rm -rf "$WORK"
 }
