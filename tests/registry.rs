@@ -180,6 +180,48 @@ fn transient_failures_are_retried_within_the_cycle() {
     assert_eq!(proxy.count("HEAD"), 1);
 }
 
+/// Sets `options.<key>` in the test's config.json.
+fn set_option(env: &Env, key: &str, value: Value) {
+    let config = env.dir.path().join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["options"][key] = value;
+    std::fs::write(&config, cfg.to_string()).unwrap();
+}
+
+#[test]
+fn checks_run_check_concurrency_at_a_time_and_give_up_after_registry_timeout() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("concurrency");
+    let proxy = Proxy::start(&env.registry.addr);
+    proxied(&env, &proxy, &["one", "two", "three", "four", "five", "six"]);
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+
+    // Slow answers, so that every request the checker lets out is in flight at once.
+    proxy.set_latency(std::time::Duration::from_millis(500));
+    for concurrency in [1, 3] {
+        set_option(&env, "check_concurrency", json!(concurrency));
+        proxy.clear();
+        assert_eq!(env.freshen(&["--once", "--dry-run"]).status.code(), Some(0));
+        assert_eq!(proxy.count("HEAD"), 6);
+        assert_eq!(proxy.max_in_flight(), concurrency, "at most check_concurrency at once, and that many");
+    }
+
+    // Answers slower than registry_timeout: each attempt gives up, is retried, and the check fails.
+    proxy.set_latency(std::time::Duration::from_secs(3));
+    set_option(&env, "registry_timeout", json!("1s"));
+    set_option(&env, "check_concurrency", json!(8));
+    proxy.clear();
+    let out = env.freshen(&["--once", "--format", "json", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = report(&out);
+    let errors: Vec<&str> = r["checks"].as_array().unwrap().iter().filter_map(|c| c["error"].as_str()).collect();
+    assert_eq!(errors.len(), 6);
+    assert!(errors.iter().all(|e| e.contains("timed out")), "{errors:?}");
+    assert_eq!(proxy.count("HEAD"), 18, "a timeout is transient: 3 attempts per base");
+}
+
 #[test]
 fn a_429_stops_requests_to_that_registry_for_the_cycle() {
     if !engine_available() {
@@ -192,10 +234,7 @@ fn a_429_stops_requests_to_that_registry_for_the_cycle() {
 
     proxy.clear();
     proxy.fail_always(Some(Fault::Status(429, Some(30))));
-    let config = env.dir.path().join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    cfg["options"]["check_concurrency"] = json!(1);
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    set_option(&env, "check_concurrency", json!(1));
     let out = env.freshen(&["--once", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(proxy.requests().len(), 1, "after the 429 no further request goes to that registry: {:?}", proxy.requests());
@@ -344,10 +383,7 @@ fn under_the_rate_limit_reserve_a_registry_is_checked_less_often() {
     assert_eq!(r["decisions"]["base-app"]["status"], "fresh", "the last digest stands while deferred");
 
     // With no reserve the registry is checked at once, and the change is found.
-    let config = env.dir.path().join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    cfg["options"]["rate_limit_reserve"] = json!(0);
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    set_option(&env, "rate_limit_reserve", json!(0));
     let out = env.freshen(&["--once", "--format", "json", "--dry-run"]);
     assert_eq!(proxy.count("HEAD"), 1);
     assert_eq!(report(&out)["decisions"]["base-app"]["status"], "changed");

@@ -31,6 +31,9 @@ struct Shared {
     latency: Duration,
     /// Header lines (`Name: value`) added to every forwarded response.
     extra_headers: Vec<String>,
+    /// Requests being handled now, and the most there have been at once since the last clear.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// The proxy; stops on drop.
@@ -89,9 +92,16 @@ impl Proxy {
         self.shared.lock().unwrap().requests.clone()
     }
 
-    /// Forgets the requests seen.
+    /// Forgets the requests seen, and the most in flight at once.
     pub fn clear(&self) {
-        self.shared.lock().unwrap().requests.clear();
+        let mut s = self.shared.lock().unwrap();
+        s.requests.clear();
+        s.max_in_flight = s.in_flight;
+    }
+
+    /// The most requests handled at once since the last clear.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.lock().unwrap().max_in_flight
     }
 
     /// How many requests had `method`.
@@ -134,9 +144,26 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
     let (fault, latency, extra) = {
         let mut s = shared.lock().unwrap();
         s.requests.push((parts[0].clone(), parts[1].clone()));
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
         let f = s.next.pop_front().or_else(|| s.always.clone());
         (f, s.latency, s.extra_headers.clone())
     };
+    let result = answer(client, upstream, fault, latency, &head, &body, &extra);
+    shared.lock().unwrap().in_flight -= 1;
+    result
+}
+
+/// Sends the fault, or forwards the request upstream and its response back.
+fn answer(
+    client: TcpStream,
+    upstream: &str,
+    fault: Option<Fault>,
+    latency: Duration,
+    head: &[String],
+    body: &[u8],
+    extra: &[String],
+) -> std::io::Result<()> {
     std::thread::sleep(latency);
     let mut client = client;
     match fault {
@@ -149,11 +176,11 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
         None => {}
     }
     let mut up = TcpStream::connect(upstream)?;
-    for line in &head {
+    for line in head {
         up.write_all(line.as_bytes())?;
     }
     up.write_all(b"Connection: close\r\n\r\n")?;
-    up.write_all(&body)?;
+    up.write_all(body)?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
     if let Some(end) = response.windows(2).position(|w| w == b"\r\n") {
