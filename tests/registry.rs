@@ -144,15 +144,21 @@ fn proxied(env: &Env, proxy: &Proxy, bases: &[&str]) {
     env.config(json!({"registry_timeout": "2s"}), Value::Object(builds));
 }
 
+/// A new test world named `name` with [`proxied`] builds on `bases`, all built once.
+fn built_behind_proxy(name: &str, bases: &[&str]) -> (Env, Proxy) {
+    let env = Env::new(name);
+    let proxy = Proxy::start(&env.registry.addr);
+    proxied(&env, &proxy, bases);
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    (env, proxy)
+}
+
 #[test]
 fn transient_failures_are_retried_within_the_cycle() {
     if !engine_available() {
         return;
     }
-    let env = Env::new("retry");
-    let proxy = Proxy::start(&env.registry.addr);
-    proxied(&env, &proxy, &["base"]);
-    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let (env, proxy) = built_behind_proxy("retry", &["base"]);
     let built = image_id(&env.image("base-app:latest")).unwrap();
 
     proxy.clear();
@@ -193,10 +199,7 @@ fn checks_run_check_concurrency_at_a_time_and_give_up_after_registry_timeout() {
     if !engine_available() {
         return;
     }
-    let env = Env::new("concurrency");
-    let proxy = Proxy::start(&env.registry.addr);
-    proxied(&env, &proxy, &["one", "two", "three", "four", "five", "six"]);
-    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let (env, proxy) = built_behind_proxy("concurrency", &["one", "two", "three", "four", "five", "six"]);
 
     // Slow answers, so that every request the checker lets out is in flight at once.
     proxy.set_latency(std::time::Duration::from_millis(500));
@@ -227,10 +230,7 @@ fn a_429_stops_requests_to_that_registry_for_the_cycle() {
     if !engine_available() {
         return;
     }
-    let env = Env::new("ratelimit");
-    let proxy = Proxy::start(&env.registry.addr);
-    proxied(&env, &proxy, &["one", "two", "three"]);
-    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let (env, proxy) = built_behind_proxy("ratelimit", &["one", "two", "three"]);
 
     proxy.clear();
     proxy.fail_always(Some(Fault::Status(429, Some(30))));
@@ -363,9 +363,7 @@ fn under_the_rate_limit_reserve_a_registry_is_checked_less_often() {
     if !engine_available() {
         return;
     }
-    let env = Env::new("reserve");
-    let proxy = Proxy::start(&env.registry.addr);
-    proxied(&env, &proxy, &["base"]);
+    let (env, proxy) = built_behind_proxy("reserve", &["base"]);
     proxy.set_response_headers(&["RateLimit-Limit: 100;w=3600", "RateLimit-Remaining: 5;w=3600"]);
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
     let state: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
