@@ -38,6 +38,42 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A TCP server on 127.0.0.1 at a free port that hands each connection to
+/// `handle` on a thread of its own; stops accepting on drop.
+pub struct TcpServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TcpServer {
+    /// Starts serving.
+    pub fn start(handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> TcpServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, handle) = (stop.clone(), std::sync::Arc::new(handle));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let handle = handle.clone();
+                std::thread::spawn(move || handle(conn));
+            }
+        });
+        TcpServer { addr, stop }
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
+}
+
 /// A registry process and its access log.
 pub struct Registry {
     /// `127.0.0.1:PORT`.

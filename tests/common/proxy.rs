@@ -7,10 +7,11 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::TcpServer;
 
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,30 +42,18 @@ pub struct Proxy {
     /// `127.0.0.1:PORT`.
     pub addr: String,
     shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
+    _server: TcpServer,
 }
 
 impl Proxy {
     /// Starts a proxy in front of `upstream` (`host:port`).
     pub fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st, up) = (shared.clone(), stop.clone(), upstream.to_string());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (s, up) = (s.clone(), up.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &up, &s);
-                });
-            }
+        let (s, up) = (shared.clone(), upstream.to_string());
+        let server = TcpServer::start(move |conn| {
+            let _ = serve(conn, &up, &s);
         });
-        Proxy { addr, shared, stop }
+        Proxy { addr: server.addr.clone(), shared, _server: server }
     }
 
     /// Queues `fault` for the next request.
@@ -107,13 +96,6 @@ impl Proxy {
     /// How many requests had `method`.
     pub fn count(&self, method: &str) -> usize {
         self.requests().iter().filter(|(m, _)| m == method).count()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.addr);
     }
 }
 

@@ -10,13 +10,14 @@
 //! configured basic credentials get a token; others get 401.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use serde_json::json;
+
+use super::TcpServer;
 
 const SERVICE: &str = "freshen-test-registry";
 const ISSUER: &str = "freshen-test-issuer";
@@ -44,8 +45,7 @@ pub struct TokenServer {
     pub realm: String,
     cert: PathBuf,
     shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
-    addr: String,
+    _server: TcpServer,
 }
 
 struct Signer {
@@ -67,24 +67,12 @@ impl TokenServer {
             user: user.into(),
             password: password.into(),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (shared.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (s, signer) = (s.clone(), signer.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &signer, &s);
-                });
-            }
+        let s = shared.clone();
+        let server = TcpServer::start(move |conn| {
+            let _ = serve(conn, &signer, &s);
         });
-        TokenServer { realm: format!("http://{addr}/token"), cert, shared, stop, addr }
+        TokenServer { realm: format!("http://{}/token", server.addr), cert, shared, _server: server }
     }
 
     /// The registry config's `auth:` section that sends clients here.
@@ -104,13 +92,6 @@ impl TokenServer {
     /// Every token issued so far.
     pub fn issued(&self) -> Vec<String> {
         self.shared.lock().unwrap().issued.clone()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.addr);
     }
 }
 
