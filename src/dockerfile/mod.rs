@@ -298,16 +298,17 @@ fn reference_source(stages: &[Stage], value: &str, line: usize, kind: UseKind) -
     if let Some(i) = stage_by_name(stages, value) {
         return Ok(Source::Stage(i));
     }
-    if let Ok(i) = value.parse::<usize>() {
+    // BuildKit reads an index with Go's strconv.Atoi: a 64-bit int, so a larger number is an image name.
+    if let Ok(i) = value.parse::<i64>() {
         // The current stage is the last one pushed; only earlier stages may be named by index.
-        if i + 1 < stages.len() {
-            return Ok(Source::Stage(i));
-        }
-        return Err(DockerfileError::Reference {
-            line,
-            text: value.into(),
-            reason: format!("stage index {i} does not name an earlier stage"),
-        });
+        return match usize::try_from(i) {
+            Ok(i) if i < stages.len().saturating_sub(1) => Ok(Source::Stage(i)),
+            _ => Err(DockerfileError::Reference {
+                line,
+                text: value.into(),
+                reason: format!("stage index {i} does not name an earlier stage"),
+            }),
+        };
     }
     Ok(Source::Image(used(value, line, kind, false)?))
 }
