@@ -30,8 +30,8 @@ for t in "${TARGETS[@]}"; do
   if ! cargo fuzz run "$t" "fuzz/corpus/$t" -- -max_total_time="$SECS" -rss_limit_mb=4096 -print_final_stats=1 >"fuzz/logs/$t.log" 2>&1; then
     status=1
   fi
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "fuzz/logs/$t.log" | grep -o '[0-9]*$' || echo 0)
-  speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "fuzz/logs/$t.log" | grep -o '[0-9]*$' || echo 0)
+  runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "fuzz/logs/$t.log" | grep -ao '[0-9]*$' || echo 0)
+  speed=$(grep -ao 'stat::average_exec_per_sec: *[0-9]*' "fuzz/logs/$t.log" | grep -ao '[0-9]*$' || echo 0)
   corpus=$(ls "fuzz/corpus/$t" | wc -l)
   crashes=0
   for c in fuzz/artifacts/"$t"/crash-* fuzz/artifacts/"$t"/oom-* fuzz/artifacts/"$t"/timeout-*; do

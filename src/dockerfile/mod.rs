@@ -173,9 +173,8 @@ struct Stage {
 /// See [`DockerfileError`]: syntax errors, no FROM, a failed `${V:?}`, an
 /// invalid reference (with its line), or an unknown `target`.
 pub fn resolve(text: &str, input: &ResolveInput<'_>) -> Result<Resolution, DockerfileError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<&str> = text.lines().collect();
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    // parse-dockerfile drops one leading BOM, as BuildKit does, and its spans are byte
+    // offsets into the text after it; a second BOM is text (BuildKit: an unknown instruction).
     let parsed = parse_dockerfile::parse(text).map_err(|e| {
         let message = e.to_string();
         if message.contains("expected at least one FROM") {
@@ -184,6 +183,10 @@ pub fn resolve(text: &str, input: &ResolveInput<'_>) -> Result<Resolution, Docke
             DockerfileError::Syntax { line: e.line(), message }
         }
     })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text.lines().collect();
+    // Counted in bytes: a span need not fall on a char boundary of `text` to be counted safely.
+    let line_of = |offset: usize| text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1;
     let escape = parsed.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
     let host = host_platform();
     let build_platform = input.engine_platform.unwrap_or(&host);
@@ -339,6 +342,12 @@ mod tests {
     fn final_stage_and_aliases() {
         assert_eq!(base("FROM alpine:3 AS base\nFROM base AS deps\nRUN x\nFROM DEPS\n").as_deref(), Some("docker.io/library/alpine:3"));
         assert_eq!(base("FROM golang AS b\nFROM scratch\nCOPY --from=b /x /x\n"), None);
+    }
+
+    #[test]
+    fn one_bom_is_dropped_and_a_second_is_text() {
+        assert_eq!(base("\u{feff}FROM alpine:3\n").as_deref(), Some("docker.io/library/alpine:3"));
+        assert!(resolve("\u{feff}\u{feff}FROM alpine:3\nFROM golang AS \u{8f}x\n", &ResolveInput::default()).is_err());
     }
 
     #[test]
