@@ -3,7 +3,7 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -53,15 +53,8 @@ fn the_daemon_runs_a_cycle_each_interval() {
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
     assert!(wait_for(&log, "built", Duration::from_secs(30)));
     env.push_base("base:1", "v2");
-    let start = Instant::now();
-    let mut rebuilt = false;
-    while start.elapsed() < Duration::from_secs(30) {
-        if image_id(&env.image("img:latest")).is_some() && cat(&env.image("img:latest"), "/v") == "v2" {
-            rebuilt = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let rebuilt =
+        wait_until(Duration::from_secs(30), || image_id(&env.image("img:latest")).is_some() && cat(&env.image("img:latest"), "/v") == "v2");
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = child.wait().unwrap();
     assert!(rebuilt, "a later cycle picked up the new base:\n{}", std::fs::read_to_string(&log).unwrap());
@@ -102,10 +95,7 @@ fn a_base_pushed_twice_inside_the_settle_window_leads_to_one_rebuild() {
         docker(&["push", "-q", &env.image("base:1")]);
         assert!(wait_for(&log, "waiting for the settle window", Duration::from_secs(10)));
     }
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(40) && builds_logged(&log, "child") == 0 {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(40), || builds_logged(&log, "child") > 0);
     std::thread::sleep(Duration::from_secs(3));
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert_eq!(child.wait().unwrap().code(), Some(0));

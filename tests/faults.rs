@@ -43,10 +43,7 @@ fn registry_down_then_back_the_daemon_goes_on_and_rebuilds_what_changed_meanwhil
     proxy.fail_always(Some(Fault::Drop));
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    let start = Instant::now();
-    while count(&log, "cycle done") < 3 && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(60), || count(&log, "cycle done") >= 3);
     assert!(count(&log, "check failed") >= 3, "{}", std::fs::read_to_string(&log).unwrap());
     assert!(child.try_wait().unwrap().is_none(), "the daemon never exits on a registry fault");
     assert_eq!(image_id(&env.image("app:latest")).unwrap(), built, "nothing rebuilt while the registry is down");
@@ -288,20 +285,14 @@ fn a_full_disk_or_read_only_state_folder_keeps_the_last_good_state_and_the_daemo
         env.push_base("base:1", version);
         let before = count(&log, "state was not saved");
         let said_twice = || count(&log, "state was not saved") >= before + 2;
-        let start = Instant::now();
-        while !said_twice() && start.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(Duration::from_secs(30), said_twice);
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(said_twice(), "said every cycle:\n{text}");
         assert!(text.contains(error), "a clear error ({error}):\n{text}");
         assert!(child.try_wait().unwrap().is_none(), "still running");
         assert_eq!(std::fs::read(&state_file).unwrap(), good, "the last good state file is kept");
         mend_it();
-        let start = Instant::now();
-        while std::fs::read(&state_file).unwrap() == good && start.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(Duration::from_secs(30), || std::fs::read(&state_file).unwrap() != good);
         assert_ne!(std::fs::read(&state_file).unwrap(), good, "saved again once it can be ({error})");
     }
     signal(&child, "-TERM");

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::tlsproxy::TlsFront;
 use common::*;
@@ -146,10 +146,7 @@ fn the_daemon_speaks_the_systemd_notify_protocol_and_reloads_on_sighup() {
     let hup = |c: &std::process::Child| Command::new("kill").args(["-HUP", &c.id().to_string()]).status().unwrap();
     assert!(hup(&child).success());
     assert!(wait_for(&log, "config reloaded", Duration::from_secs(30)));
-    let start = Instant::now();
-    while image_id(&env.image("b:latest")).is_none() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(30), || image_id(&env.image("b:latest")).is_some());
     assert!(image_id(&env.image("b:latest")).is_some(), "the reloaded config's new build was built");
 
     // An invalid new config is refused; the daemon keeps running the old one.

@@ -191,8 +191,8 @@ impl Lexer<'_> {
         let word = self.process(Some('}'));
         self.depth -= 1;
         let word = word?;
-        self.pos += 1; // the '}'
-                       // With ':', an empty value counts as unset (POSIX parameter expansion).
+        // Past the '}'. With ':', an empty value counts as unset (POSIX parameter expansion).
+        self.pos += 1;
         let set = match value {
             Some(v) => !(colon && v.is_empty()),
             None => false,

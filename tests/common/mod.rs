@@ -302,14 +302,19 @@ pub fn cat(reference: &str, path: &str) -> String {
     docker(&["run", "--rm", reference, "cat", path])
 }
 
-/// Waits up to `limit` for `needle` to appear in the file at `path` (a log); true when it did.
-pub fn wait_for(path: &Path, needle: &str, limit: std::time::Duration) -> bool {
+/// Polls `done` every 50 ms for up to `limit`; true as soon as it holds, false when time ran out.
+pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while start.elapsed() < limit {
-        if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+        if done() {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     false
+}
+
+/// Waits up to `limit` for `needle` to appear in the file at `path` (a log); true when it did.
+pub fn wait_for(path: &Path, needle: &str, limit: std::time::Duration) -> bool {
+    wait_until(limit, || std::fs::read_to_string(path).unwrap_or_default().contains(needle))
 }
