@@ -2,7 +2,6 @@
 //! checked once, at most `check_concurrency` at a time.
 //!
 //! Where a digest comes from, in order:
-//! - digest-pinned references: the pinned digest, never polled;
 //! - another build's tag: that image's ID in the engine;
 //! - the registry ([`crate::registry::check`]: one HEAD, plus one index GET
 //!   only when a multi-platform image's digest changed);
@@ -148,9 +147,6 @@ impl Checker<'_> {
             ImageRecord { digest, source, seen_at: now, since, platforms }
         };
         let plain = |r: ImageRecord| One { record: r, rate_limit: None, deferred: false };
-        if let Some(d) = image.digest() {
-            return Ok(plain(record(d.to_string(), DigestSource::Pinned, BTreeMap::new())));
-        }
         if self.project.producer_of(image).is_some() {
             return match self.engine.inspect(image.as_str()).await {
                 Ok(Some(info)) => Ok(plain(record(info.id, DigestSource::Build, BTreeMap::new()))),

@@ -31,6 +31,8 @@ struct Explanation<'a> {
     dockerfile: String,
     base: Option<String>,
     watched: Vec<Watched>,
+    pinned_images: Vec<String>,
+    ignored_images: Vec<String>,
     record_origin: Option<String>,
     decision: Decision,
     rebuild: bool,
@@ -99,6 +101,8 @@ pub async fn explain(config: Config, build: &str, json: bool) -> i32 {
         dockerfile: a.build.dockerfile.display().to_string(),
         base: a.resolution.as_ref().ok().and_then(|r| r.base.as_ref()).map(ToString::to_string),
         watched,
+        pinned_images: a.pinned.iter().map(ToString::to_string).collect(),
+        ignored_images: a.ignored.iter().map(ToString::to_string).collect(),
         record_origin: record.map(|r| r.origin.clone()),
         rebuild: decision.rebuilds(),
         decision,
@@ -113,8 +117,17 @@ pub async fn explain(config: Config, build: &str, json: bool) -> i32 {
             println!("    built from: {}", w.built_from.as_deref().unwrap_or("(no record)"));
             match &w.error {
                 Some(err) => println!("    current:    check failed: {err}"),
-                None => println!("    current:    {} ({:?})", w.current.as_deref().unwrap_or("-"), w.source),
+                None => match (&w.current, w.source) {
+                    (Some(current), Some(source)) => println!("    current:    {current} (from the {source})"),
+                    _ => println!("    current:    -"),
+                },
             }
+        }
+        for p in &e.pinned_images {
+            println!("  pinned {p} (never checked: a digest-pinned image cannot change)");
+        }
+        for i in &e.ignored_images {
+            println!("  ignored {i} (# freshen:ignore)");
         }
         let verdict = if e.rebuild { "would be rebuilt" } else { "would not be rebuilt" };
         println!("  {verdict}: {}", describe(&e.decision));

@@ -113,6 +113,11 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
                     if b.parents.is_empty() { String::new() } else { format!(" [after {}]", b.parents.join(", ")) }
                 ),
             }
+            for (what, list) in [("watches", &b.watched), ("pinned, never checked", &b.pinned_images), ("ignored", &b.ignored_images)] {
+                if !list.is_empty() {
+                    println!("  {what}: {}", list.join(", "));
+                }
+            }
         }
         println!("order: {}", report.order.join(" → "));
     }

@@ -147,8 +147,8 @@ pub struct PlanInput<'a> {
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     for (name, a) in &input.project.builds {
-        if let Err(e) = &a.resolution {
-            out.decisions.insert(name.clone(), Decision::Error { reason: e.clone() });
+        if let Some(reason) = a.error_text() {
+            out.decisions.insert(name.clone(), Decision::Error { reason });
             continue;
         }
         let platform = a.build.platform.as_deref().unwrap_or(input.engine_platform);

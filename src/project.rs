@@ -7,24 +7,53 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::config::{Build, Config};
-use crate::dockerfile::{self, Resolution, ResolveInput};
+use crate::dockerfile::{self, DockerfileError, Resolution, ResolveInput};
 use crate::graph::{BuildGraph, CycleError, Node};
 use crate::reference::ImageRef;
 
 /// Largest Dockerfile read, in bytes (16 MiB); a larger one is an error for its build.
 pub const MAX_DOCKERFILE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Why a build's Dockerfile could not be resolved: an error for that build alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The Dockerfile could not be read (missing, unreadable, too large, not UTF-8).
+    #[error("{0}")]
+    Read(String),
+    /// The Dockerfile does not resolve (syntax, a variable, a reference, the target).
+    #[error("{}: {source}", .path.display())]
+    Dockerfile {
+        /// The Dockerfile.
+        path: std::path::PathBuf,
+        /// What the resolver found.
+        source: DockerfileError,
+    },
+}
+
 /// One build after resolution.
 #[derive(Debug, Clone)]
 pub struct Analysed {
     /// The build from the config.
     pub build: Build,
-    /// The resolved base, or the per-build error (file, line and what is wrong).
-    pub resolution: Result<Resolution, String>,
-    /// Watched images: the base (or, with `watch_stages: all`, every external
-    /// image used) unless marked `# freshen:ignore`, plus `additional_images`,
-    /// minus `exclude_images`; normalised, sorted, without duplicates.
+    /// The resolved base, or why the Dockerfile does not resolve (file, line and what is wrong).
+    pub resolution: Result<Resolution, ResolveError>,
+    /// What the build watches, and so what is checked and what triggers it:
+    /// `Resolution::watched(build.watch_stages)` (no `# freshen:ignore`d and no
+    /// digest-pinned image), plus `additional_images`, minus `exclude_images`;
+    /// normalised, sorted, without duplicates. Graph edges come from it too.
     pub watched: Vec<ImageRef>,
+    /// Digest-pinned images the build uses: never checked (they cannot change),
+    /// listed so that `plan` can say why they are not watched.
+    pub pinned: Vec<ImageRef>,
+    /// Images a `# freshen:ignore` comment leaves unwatched, listed for `plan`.
+    pub ignored: Vec<ImageRef>,
+}
+
+impl Analysed {
+    /// The per-build error as text, with secret build arg values replaced by `***`.
+    pub fn error_text(&self) -> Option<String> {
+        self.resolution.as_ref().err().map(|e| self.build.redact(&e.to_string()))
+    }
 }
 
 /// A config with every build resolved and the graph built.
@@ -97,23 +126,37 @@ pub fn analyse(
                     platform: b.platform.as_deref(),
                     engine_platform,
                 };
-                dockerfile::resolve(text, &input).map_err(|e| b.redact(&format!("{}: {e}", b.dockerfile.display())))
+                dockerfile::resolve(text, &input).map_err(|source| ResolveError::Dockerfile { path: b.dockerfile.clone(), source })
             }
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(format!("{}: Dockerfile was not read", b.dockerfile.display())),
+            Some(Err(e)) => Err(ResolveError::Read(e.clone())),
+            None => Err(ResolveError::Read(format!("{}: Dockerfile was not read", b.dockerfile.display()))),
         };
-        let mut watched: Vec<ImageRef> = resolution.as_ref().ok().and_then(|r| r.base.clone()).into_iter().collect();
-        watched.extend(b.additional_images.iter().cloned());
-        watched.retain(|w| !b.exclude_images.contains(w));
-        watched.sort();
-        watched.dedup();
-        builds.insert(b.name.clone(), Analysed { build: b.clone(), resolution, watched });
+        builds.insert(b.name.clone(), watch(b, resolution));
     }
     let nodes: Vec<Node> =
         builds.values().map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.watched.clone() }).collect();
     let graph = BuildGraph::new(&nodes)?;
     let producers = builds.values().flat_map(|a| a.build.tags.iter().map(|t| (t.clone(), a.build.name.clone()))).collect();
     Ok(Project { builds, graph, producers })
+}
+
+/// What `b` watches, given its resolution: the one place the watch rules of
+/// `watch_stages`, `# freshen:ignore`, pinning, `additional_images` and `exclude_images` meet.
+fn watch(b: &Build, resolution: Result<Resolution, ResolveError>) -> Analysed {
+    let mode = b.watch_stages;
+    let (mut watched, mut pinned, ignored) = match &resolution {
+        Ok(r) => (r.watched(mode), r.pinned_images(mode), r.ignored_images(mode)),
+        Err(_) => Default::default(),
+    };
+    for image in &b.additional_images {
+        if image.is_pinned() { &mut pinned } else { &mut watched }.push(image.clone());
+    }
+    for list in [&mut watched, &mut pinned] {
+        list.retain(|w| !b.exclude_images.contains(w));
+        list.sort();
+        list.dedup();
+    }
+    Analysed { build: b.clone(), resolution, watched, pinned, ignored }
 }
 
 /// One build in `freshen plan --format json`.
@@ -123,7 +166,8 @@ pub struct PlanEntry {
     pub name: String,
     /// Dockerfile path, relative to the config's folder when under it.
     pub dockerfile: String,
-    /// Final stage's FROM text after ARG expansion.
+    /// Final stage's FROM text after ARG expansion; when an image name expands
+    /// to something that is not a reference, that expanded text, so the user sees what their ARGs produced.
     pub from: Option<String>,
     /// Normalised base, null for scratch or on error.
     pub base: Option<String>,
@@ -131,8 +175,12 @@ pub struct PlanEntry {
     pub pinned: bool,
     /// Builds this one is built on.
     pub parents: Vec<String>,
-    /// Watched images, normalised and sorted.
+    /// Watched images, normalised and sorted: what is checked each cycle.
     pub watched: Vec<String>,
+    /// Digest-pinned images the build uses: never checked, since they cannot change.
+    pub pinned_images: Vec<String>,
+    /// Images left unwatched by a `# freshen:ignore` comment.
+    pub ignored_images: Vec<String>,
     /// The per-build error, if any.
     pub error: Option<String>,
 }
@@ -154,15 +202,22 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
         .values()
         .map(|a| {
             let r = a.resolution.as_ref().ok();
+            let list = |images: &[ImageRef]| images.iter().map(|i| a.build.redact(i.as_str())).collect();
+            let invalid = match &a.resolution {
+                Err(ResolveError::Dockerfile { source: DockerfileError::Reference { text, .. }, .. }) => Some(text.as_str()),
+                _ => None,
+            };
             PlanEntry {
                 name: a.build.name.clone(),
                 dockerfile: a.build.dockerfile.strip_prefix(config_dir).unwrap_or(&a.build.dockerfile).display().to_string(),
-                from: r.map(|r| a.build.redact(&r.from)),
+                from: r.map(|r| r.from.as_str()).or(invalid).map(|f| a.build.redact(f)),
                 base: r.and_then(|r| r.base.as_ref()).map(|b| a.build.redact(b.as_str())),
                 pinned: r.is_some_and(Resolution::pinned),
                 parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
-                watched: a.watched.iter().map(|w| a.build.redact(w.as_str())).collect(),
-                error: a.resolution.as_ref().err().cloned(),
+                watched: list(&a.watched),
+                pinned_images: list(&a.pinned),
+                ignored_images: list(&a.ignored),
+                error: a.error_text(),
             }
         })
         .collect();

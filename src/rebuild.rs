@@ -62,8 +62,8 @@ impl Builder {
         let mut labels = b.labels.clone();
         if let Some(base) = a.resolution.as_ref().ok().and_then(|r| r.base.as_ref()) {
             labels.insert(LABEL_BASE_NAME.into(), base.to_string());
-            if let Some(d) = built_from.get(base.as_str()) {
-                labels.insert(LABEL_BASE_DIGEST.into(), d.clone());
+            if let Some(d) = base.digest().or_else(|| built_from.get(base.as_str()).map(String::as_str)) {
+                labels.insert(LABEL_BASE_DIGEST.into(), d.to_string());
             }
         }
         labels.insert(LABEL_BUILT_FROM.into(), serde_json::to_string(&built_from).expect("map serialises"));
@@ -96,9 +96,6 @@ impl Builder {
     /// whose current digest the engine lacks, then reads it back from
     /// `RepoDigests`; for a multi-platform image, the child digest for `platform`.
     async fn used_digest(&self, image: &ImageRef, platform: &str, pull_platform: Option<&str>) -> Result<String, String> {
-        if let Some(d) = image.digest() {
-            return Ok(d.to_string());
-        }
         let local = self.engine.inspect(image.as_str()).await.map_err(|e| e.to_string())?;
         if self.project.producer_of(image).is_some() {
             return local.map(|i| i.id).ok_or_else(|| "parent image is missing".into());

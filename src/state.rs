@@ -26,8 +26,20 @@ pub enum DigestSource {
     Local,
     /// The image ID of another build's output.
     Build,
-    /// The digest pinned in the reference itself.
+    /// The digest pinned in the reference itself. No longer recorded (pinned
+    /// images are not watched); kept so that older state files still load.
     Pinned,
+}
+
+impl std::fmt::Display for DigestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DigestSource::Registry => "registry",
+            DigestSource::Local => "engine's local image",
+            DigestSource::Build => "engine's image of another build",
+            DigestSource::Pinned => "pinned reference",
+        })
+    }
 }
 
 /// The last digest seen for one watched image.

@@ -88,15 +88,42 @@ impl Resolution {
         self.base.as_ref().is_some_and(ImageRef::is_pinned)
     }
 
-    /// The images watched under `mode`, without ignored ones; sorted, unique.
-    pub fn watched(&self, mode: WatchStages) -> Vec<ImageRef> {
-        let mut out: Vec<ImageRef> = match mode {
-            WatchStages::Final => self.base.iter().filter(|_| !self.base_ignored).cloned().collect(),
-            WatchStages::All => self.images.iter().filter(|u| !u.ignored).map(|u| u.image.clone()).collect(),
-        };
+    /// The images `mode` selects, in file order: the base (when it is an image)
+    /// under [`WatchStages::Final`], every used image under [`WatchStages::All`].
+    fn selected(&self, mode: WatchStages) -> Vec<UsedImage> {
+        match mode {
+            WatchStages::Final => match &self.base {
+                Some(image) => {
+                    vec![UsedImage { image: image.clone(), line: self.base_line, kind: UseKind::From, ignored: self.base_ignored }]
+                }
+                None => Vec::new(),
+            },
+            WatchStages::All => self.images.clone(),
+        }
+    }
+
+    fn collect(&self, mode: WatchStages, keep: impl Fn(&UsedImage) -> bool) -> Vec<ImageRef> {
+        let mut out: Vec<ImageRef> = self.selected(mode).into_iter().filter(|u| keep(u)).map(|u| u.image).collect();
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The images watched under `mode`: selected, not marked `# freshen:ignore`,
+    /// and not digest-pinned (a pinned image cannot change, so it is never
+    /// checked); sorted, unique.
+    pub fn watched(&self, mode: WatchStages) -> Vec<ImageRef> {
+        self.collect(mode, |u| !u.ignored && !u.image.is_pinned())
+    }
+
+    /// The digest-pinned images `mode` selects (never checked), without ignored ones; sorted, unique.
+    pub fn pinned_images(&self, mode: WatchStages) -> Vec<ImageRef> {
+        self.collect(mode, |u| !u.ignored && u.image.is_pinned())
+    }
+
+    /// The images `mode` selects that a `# freshen:ignore` comment leaves unwatched; sorted, unique.
+    pub fn ignored_images(&self, mode: WatchStages) -> Vec<ImageRef> {
+        self.collect(mode, |u| u.ignored)
     }
 }
 
