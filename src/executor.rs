@@ -87,9 +87,14 @@ where
         if running.is_empty() {
             break;
         }
+        // Cancelled: no new build starts, and running ones get `grace` from now, not from when one ends.
+        if cancel.is_cancelled() {
+            wait_with_grace(&mut running, &mut outcomes, grace).await;
+            break;
+        }
         let joined = tokio::select! {
             j = running.join_next() => j,
-            _ = cancel.cancelled(), if !cancel.is_cancelled() => continue,
+            _ = cancel.cancelled() => continue,
         };
         match joined {
             Some(Ok((name, Ok(()), seconds))) => {
@@ -100,11 +105,6 @@ where
             }
             Some(Err(e)) => tracing::error!("build task ended abnormally: {e}"),
             None => break,
-        }
-        // After the loop re-checks, a cancelled executor only waits, and only for `grace`.
-        if cancel.is_cancelled() {
-            wait_with_grace(&mut running, &mut outcomes, grace).await;
-            break;
         }
     }
     for name in order {
@@ -172,6 +172,21 @@ mod tests {
         let ran = ran.lock().unwrap();
         assert!(ran.iter().position(|x| x == "a") < ran.iter().position(|x| x == "b"));
         assert!(!ran.contains(&"c".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_stop_gives_running_builds_the_grace_period_from_the_stop() {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.cancel();
+        });
+        let (order, parents) = (s(&["stuck", "next"]), HashMap::new());
+        let run = execute(&order, &parents, 1, &cancel, Duration::from_millis(100), |_| std::future::pending::<Result<(), String>>());
+        let out = tokio::time::timeout(Duration::from_secs(5), run).await.expect("returns once the grace period is over");
+        assert_eq!(out["stuck"], Outcome::Cancelled);
+        assert_eq!(out["next"], Outcome::Cancelled);
     }
 
     #[tokio::test]

@@ -90,12 +90,17 @@ impl Registry {
 
     /// As [`Registry::start`], with `extra` YAML appended to the registry's config (an `auth:` section, say).
     pub fn start_with(dir: &Path, extra: &str) -> Registry {
+        Registry::start_full(dir, extra, "")
+    }
+
+    /// As [`Registry::start_with`], with `http_extra` added to its `http:` map (`tls: {…}`, say).
+    pub fn start_full(dir: &Path, extra: &str, http_extra: &str) -> Registry {
         let addr = format!("127.0.0.1:{}", free_port());
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n",
+                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}{http_extra}}}\n",
                 dir.join("registry-data").display()
             ) + extra,
         )
@@ -159,8 +164,15 @@ impl Env {
 
     /// A new world whose registry config gets `extra` YAML.
     pub fn new_with(name: &str, extra: &str) -> Env {
+        Env::new_full(name, extra, |_| String::new())
+    }
+
+    /// A new world whose registry config gets `extra` YAML, and `http_extra(dir)`
+    /// in its `http:` map (made from the world's folder, for files such as a TLS key).
+    pub fn new_full(name: &str, extra: &str, http_extra: impl FnOnce(&Path) -> String) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::start_with(dir.path(), extra);
+        let http = http_extra(dir.path());
+        let registry = Registry::start_full(dir.path(), extra, &http);
         let prefix = format!("freshen-test-{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), name);
         Env { dir, registry, prefix }
     }
@@ -200,10 +212,13 @@ impl Env {
     }
 
     /// Writes `config.json` with `builds` (a JSON object) and `options`;
-    /// every build gets the cleanup label. Returns the path.
+    /// every build gets the cleanup label `freshen.test`, added to its own `labels`. Returns the path.
     pub fn config(&self, options: serde_json::Value, mut builds: serde_json::Value) -> PathBuf {
         for (_, b) in builds.as_object_mut().unwrap() {
-            b["labels"] = serde_json::json!({"freshen.test": self.prefix});
+            if !b["labels"].is_object() {
+                b["labels"] = serde_json::json!({});
+            }
+            b["labels"]["freshen.test"] = self.prefix.clone().into();
         }
         let mut options = options;
         if options.get("state_file").is_none() {
