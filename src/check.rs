@@ -119,7 +119,7 @@ impl Checker<'_> {
                     st.images.insert(image.to_string(), one.record);
                 }
                 Err(e) => {
-                    tracing::warn!(image = %image, error = %e, "check failed");
+                    tracing::warn!(event = "check_failed", image = %image, error = %e, "check failed");
                     current.insert(image.to_string(), Observed::Failed(e.clone()));
                     checks.push(CheckReport { image: image.to_string(), old, new: None, source: None, error: Some(e), deferred: false });
                 }
@@ -168,7 +168,7 @@ impl Checker<'_> {
         }
         match self.engine.inspect(image.as_str()).await {
             Ok(Some(info)) => {
-                tracing::debug!(image = %image, error = %registry_error, "registry check failed; using the local image ID");
+                tracing::debug!(event = "check_local", image = %image, error = %registry_error, "registry check failed; using the local image ID");
                 Ok(plain(record(info.id, DigestSource::Local, BTreeMap::new())))
             }
             Ok(None) => Err(format!("{registry_error}, and the engine has no local image {image}")),

@@ -112,7 +112,10 @@ pub fn run(args: Args) -> i32 {
             }
             init_logging(&config);
             let runtime = runtime();
-            runtime.block_on(explain::explain(config, &build, args.format == Format::Json))
+            match runtime.block_on(explain::explain(config, &build, args.format == Format::Json)) {
+                Ok(failed) => i32::from(failed) * EXIT_FAILED,
+                Err(e) => start_failed(e),
+            }
         }
         None => {
             init_logging(&config);
@@ -139,7 +142,7 @@ fn init_logging(config: &Config) {
         LogFormat::Text => builder.init(),
     }
     for w in &config.options.warnings {
-        tracing::warn!("{w}");
+        tracing::warn!(event = "config_warning", "{w}");
     }
 }
 
@@ -151,7 +154,7 @@ fn spawn_signal_handler(cancel: CancellationToken, reload: Arc<Notify>) {
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
             (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
         else {
-            tracing::error!("cannot install signal handlers");
+            tracing::error!(event = "signals_unavailable", "cannot install signal handlers");
             return;
         };
         let mut n = 0;
@@ -160,21 +163,35 @@ fn spawn_signal_handler(cancel: CancellationToken, reload: Arc<Notify>) {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the config after the running cycle");
+                    tracing::info!(event = "reload_requested", "SIGHUP: reloading the config after the running cycle");
                     reload.notify_one();
                     continue;
                 }
             }
             n += 1;
             if n == 1 {
-                tracing::info!("stop signal: no new builds; running builds get the shutdown grace period");
+                tracing::info!(event = "stop_requested", "stop signal: no new builds; running builds get the shutdown grace period");
                 cancel.cancel();
             } else {
-                tracing::warn!("second stop signal: exiting now");
+                tracing::warn!(event = "exit_now", "second stop signal: exiting now");
                 std::process::exit(130);
             }
         }
     });
+}
+
+/// Says why freshen could not start; returns the exit code: 1 for the engine, 2 for the config.
+fn start_failed(e: StartError) -> i32 {
+    match e {
+        StartError::Engine(e) => {
+            eprintln!("freshen: {e}");
+            EXIT_FAILED
+        }
+        StartError::Config(e) => {
+            eprintln!("freshen: {e}");
+            EXIT_CONFIG
+        }
+    }
 }
 
 async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format: Format) -> i32 {
@@ -185,19 +202,13 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let Started { engine, platform, setup } = match watcher::start(config, once, &cancel).await {
         Ok(s) => s,
         Err(StartError::Engine(e)) if cancel.is_cancelled() => {
-            tracing::info!(error = %e, "stopped before the engine answered");
+            tracing::info!(event = "stopped", error = %e, "stopped before the engine answered");
             return EXIT_OK;
         }
-        Err(StartError::Engine(e)) => {
-            eprintln!("freshen: {e}");
-            return EXIT_FAILED;
-        }
-        Err(StartError::Config(e)) => {
-            eprintln!("freshen: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return start_failed(e),
     };
-    tracing::info!(builds = setup.config.builds.len(), interval = ?setup.config.options.interval, platform = %platform, "freshen started");
+    let interval = humantime::format_duration(setup.config.options.interval);
+    tracing::info!(event = "started", builds = setup.config.builds.len(), %interval, platform = %platform, "freshen started");
     let path = path.to_path_buf();
     let reload_platform = platform.clone();
     let reloader: Reloader = Box::new(move || Setup::load(&path, Some(&reload_platform)));
@@ -212,7 +223,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
             }
         }
         _ => {
-            tracing::info!("stopped");
+            tracing::info!(event = "stopped", "stopped");
             EXIT_OK
         }
     }

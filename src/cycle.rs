@@ -130,10 +130,12 @@ pub async fn run(input: &CycleInput) -> CycleReport {
     };
     for (name, d) in &plan.decisions {
         match d {
-            Decision::Fresh => tracing::debug!(build = %name, "fresh"),
-            Decision::Settling { .. } => tracing::info!(build = %name, reason = ?d, "waiting for the settle window"),
-            d if d.rebuilds() => tracing::info!(build = %name, reason = ?d, "will rebuild"),
-            d => tracing::warn!(build = %name, reason = ?d, "not checked"),
+            Decision::Fresh => tracing::debug!(event = "build_fresh", build = %name, "fresh"),
+            Decision::Settling { .. } => {
+                tracing::info!(event = "build_settling", build = %name, reason = %d, "waiting for the settle window")
+            }
+            d if d.rebuilds() => tracing::info!(event = "build_planned", build = %name, reason = %d, "will rebuild"),
+            d => tracing::warn!(event = "build_not_checked", build = %name, reason = %d, "not checked"),
         }
     }
     let mut outcomes = BTreeMap::new();
@@ -183,7 +185,7 @@ async fn inspect_outputs(input: &CycleInput) -> HashMap<String, Existing> {
             let info = match input.engine.inspect(&tag).await {
                 Ok(i) => i,
                 Err(e) => {
-                    tracing::warn!(build = %name, error = %e, "cannot inspect output image");
+                    tracing::warn!(event = "inspect_failed", build = %name, error = %e, "cannot inspect output image");
                     None
                 }
             };

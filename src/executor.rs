@@ -36,6 +36,42 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    /// The build's status as reports and logs name it: `rebuilt`, `failed`, `skipped` or `cancelled`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Built { .. } => "rebuilt",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Built { seconds } => write!(f, "rebuilt in {seconds:.2} s"),
+            Outcome::Failed { error, seconds } => write!(f, "failed after {seconds:.2} s: {error}"),
+            Outcome::Skipped { parent } => write!(f, "skipped: parent {parent} did not succeed"),
+            Outcome::Cancelled => f.write_str("cancelled by the stop signal"),
+        }
+    }
+}
+
+/// Logs `event=build_finished` for `name`, with its status, and its seconds and error where it ran.
+fn finished(name: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Built { seconds } => {
+            tracing::info!(event = "build_finished", build = %name, status = outcome.status(), seconds = %format!("{seconds:.2}"), "{outcome}")
+        }
+        Outcome::Failed { error, seconds } => {
+            tracing::warn!(event = "build_finished", build = %name, status = outcome.status(), seconds = %format!("{seconds:.2}"), %error, "build failed")
+        }
+        _ => tracing::warn!(event = "build_finished", build = %name, status = outcome.status(), "{outcome}"),
+    }
+}
+
 /// Runs `order` (topologically sorted build names) with `parents` (each
 /// build's parents within `order`), calling `run` for each build.
 ///
@@ -68,8 +104,9 @@ where
                 }
                 let ps = parents.get(name).map(Vec::as_slice).unwrap_or_default();
                 if let Some(bad) = ps.iter().find(|p| matches!(outcomes.get(*p), Some(o) if !matches!(o, Outcome::Built { .. }))) {
-                    tracing::warn!(build = %name, parent = %bad, "skipped: parent build did not succeed");
-                    outcomes.insert(name.clone(), Outcome::Skipped { parent: bad.clone() });
+                    let skipped = Outcome::Skipped { parent: bad.clone() };
+                    finished(name, &skipped);
+                    outcomes.insert(name.clone(), skipped);
                     continue;
                 }
                 if ps.iter().all(|p| matches!(outcomes.get(p), Some(Outcome::Built { .. }))) {
@@ -97,20 +134,27 @@ where
             _ = cancel.cancelled() => continue,
         };
         match joined {
-            Some(Ok((name, Ok(()), seconds))) => {
-                outcomes.insert(name, Outcome::Built { seconds });
-            }
-            Some(Ok((name, Err(error), seconds))) => {
-                outcomes.insert(name, Outcome::Failed { error, seconds });
-            }
-            Some(Err(e)) => tracing::error!("build task ended abnormally: {e}"),
+            Some(Ok((name, r, seconds))) => record(&mut outcomes, name, r, seconds),
+            Some(Err(e)) => tracing::error!(event = "build_task_failed", error = %e, "build task ended abnormally"),
             None => break,
         }
     }
     for name in order {
-        outcomes.entry(name.clone()).or_insert(Outcome::Cancelled);
+        if !outcomes.contains_key(name) {
+            finished(name, &Outcome::Cancelled);
+            outcomes.insert(name.clone(), Outcome::Cancelled);
+        }
     }
     outcomes
+}
+
+fn record(outcomes: &mut BTreeMap<String, Outcome>, name: String, r: Result<(), String>, seconds: f64) {
+    let o = match r {
+        Ok(()) => Outcome::Built { seconds },
+        Err(error) => Outcome::Failed { error, seconds },
+    };
+    finished(&name, &o);
+    outcomes.insert(name, o);
 }
 
 async fn wait_with_grace(
@@ -121,16 +165,10 @@ async fn wait_with_grace(
     let deadline = tokio::time::Instant::now() + grace;
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.join_next()).await {
-            Ok(Some(Ok((name, r, seconds)))) => {
-                let o = match r {
-                    Ok(()) => Outcome::Built { seconds },
-                    Err(error) => Outcome::Failed { error, seconds },
-                };
-                outcomes.insert(name, o);
-            }
+            Ok(Some(Ok((name, r, seconds)))) => record(outcomes, name, r, seconds),
             Ok(_) => {}
             Err(_) => {
-                tracing::warn!(running = running.len(), "shutdown grace period over; abandoning running builds");
+                tracing::warn!(event = "grace_over", running = running.len(), "shutdown grace period over; abandoning running builds");
                 running.abort_all();
                 break;
             }

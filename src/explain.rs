@@ -9,10 +9,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::config::Config;
 use crate::cycle::{self, CycleInput};
-use crate::output::describe;
 use crate::plan::Decision;
 use crate::watcher::{load_state, start, StartError, Started};
 
@@ -38,21 +36,14 @@ struct Explanation<'a> {
     rebuild: bool,
 }
 
-/// Explains `build` of `config`; prints text or JSON. Returns the exit code:
-/// 0, or 1 when the engine cannot be reached or a check failed, 2 for config errors.
-pub async fn explain(config: Config, build: &str, json: bool) -> i32 {
+/// Explains `build` of `config`; prints text or JSON. Returns true when the
+/// build's check failed or its Dockerfile does not resolve.
+///
+/// # Errors
+/// [`StartError`] when the engine cannot be reached or the config does not resolve.
+pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, StartError> {
     let cancel = CancellationToken::new();
-    let Started { engine, platform, setup } = match start(config, true, &cancel).await {
-        Ok(s) => s,
-        Err(StartError::Engine(e)) => {
-            eprintln!("freshen: {e}");
-            return EXIT_FAILED;
-        }
-        Err(StartError::Config(e)) => {
-            eprintln!("freshen: {e}");
-            return EXIT_CONFIG;
-        }
-    };
+    let Started { engine, platform, setup } = start(config, true, &cancel).await?;
     let opts = &setup.config.options;
     let state = Arc::new(Mutex::new(load_state(&opts.state_file)));
     let project = Arc::new(setup.project);
@@ -130,11 +121,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> i32 {
             println!("  ignored {i} (# freshen:ignore)");
         }
         let verdict = if e.rebuild { "would be rebuilt" } else { "would not be rebuilt" };
-        println!("  {verdict}: {}", describe(&e.decision));
+        println!("  {verdict}: {}", e.decision);
     }
-    if matches!(e.decision, Decision::CheckFailed { .. } | Decision::Error { .. }) {
-        EXIT_FAILED
-    } else {
-        EXIT_OK
-    }
+    Ok(matches!(e.decision, Decision::CheckFailed { .. } | Decision::Error { .. }))
 }

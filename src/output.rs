@@ -34,10 +34,9 @@ pub fn build_summaries(report: &CycleReport) -> Vec<BuildSummary<'_>> {
         .iter()
         .map(|(name, d)| {
             let (status, seconds, error) = match (report.outcomes.get(name), d) {
-                (Some(Outcome::Built { seconds }), _) => ("rebuilt", Some(*seconds), None),
-                (Some(Outcome::Failed { error, seconds }), _) => ("failed", Some(*seconds), Some(error.as_str())),
-                (Some(Outcome::Skipped { .. }), _) => ("skipped", None, None),
-                (Some(Outcome::Cancelled), _) => ("cancelled", None, None),
+                (Some(o @ Outcome::Built { seconds }), _) => (o.status(), Some(*seconds), None),
+                (Some(o @ Outcome::Failed { error, seconds }), _) => (o.status(), Some(*seconds), Some(error.as_str())),
+                (Some(o), _) => (o.status(), None, None),
                 (None, d) if d.rebuilds() => ("would_rebuild", None, None),
                 (None, Decision::Settling { .. }) => ("settling", None, None),
                 (None, Decision::CheckFailed { .. }) => ("check_failed", None, None),
@@ -73,26 +72,12 @@ pub fn print_report(r: &CycleReport, json: bool) {
         }
         match b.reason {
             Decision::Fresh => {}
-            d => line.push_str(&format!(" ({})", describe(d))),
+            d => line.push_str(&format!(" ({d})")),
         }
         if let Some(e) = b.error {
             line.push_str(&format!("\n{e}"));
         }
         println!("{line}");
-    }
-}
-
-/// A decision in words.
-pub fn describe(d: &Decision) -> String {
-    match d {
-        Decision::Fresh => "nothing changed".into(),
-        Decision::Missing => "image missing".into(),
-        Decision::Changed { image, old, new } => format!("{image} changed {old} → {new}"),
-        Decision::RebuildOnStart => "rebuild_on_start".into(),
-        Decision::ParentRebuilt { parent } => format!("parent {parent} rebuilt"),
-        Decision::Settling { image, ready_at } => format!("{image} settling until {ready_at}"),
-        Decision::CheckFailed { reason } => format!("check failed: {reason}"),
-        Decision::Error { reason } => reason.clone(),
     }
 }
 

@@ -101,6 +101,27 @@ pub enum Decision {
     },
 }
 
+impl std::fmt::Display for Decision {
+    /// The decision in words, as `plan`, `explain`, the text report and the logs show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Fresh => f.write_str("nothing changed"),
+            Decision::Missing => f.write_str("image missing"),
+            Decision::Changed { image, old, new } => write!(f, "{image} changed {old} → {new}"),
+            Decision::RebuildOnStart => f.write_str("rebuild_on_start"),
+            Decision::ParentRebuilt { parent } => write!(f, "parent {parent} rebuilt"),
+            Decision::Settling { image, ready_at } => write!(f, "{image} settling until {}", rfc3339(*ready_at)),
+            Decision::CheckFailed { reason } => write!(f, "check failed: {reason}"),
+            Decision::Error { reason } => f.write_str(reason),
+        }
+    }
+}
+
+/// `secs` (seconds since the Unix epoch) as an RFC 3339 time, for people to read.
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
 impl Decision {
     /// True when this decision rebuilds the build.
     pub fn rebuilds(&self) -> bool {

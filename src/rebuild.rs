@@ -79,14 +79,14 @@ impl Builder {
             no_cache: b.no_cache,
             secrets: b.secrets.clone(),
         };
-        tracing::info!(build = %name, "building");
+        tracing::info!(event = "build_started", build = %name, "building");
         let id = self.engine.build(&request).await.map_err(|e| b.redact(&e.to_string()))?;
-        tracing::info!(build = %name, image = %id, "built");
+        tracing::debug!(event = "image_built", build = %name, image = %id, "built and tagged");
         let mut st = self.state.lock().expect("state lock");
         let record = BuildRecord { built_from, image_id: Some(id), recorded_at: state::now_secs(), origin: "built".into() };
         st.builds.insert(name.to_string(), record);
         if let Err(e) = state::save(&self.state_path, &st) {
-            tracing::error!(error = %e, "state not saved");
+            tracing::error!(event = "state_not_saved", error = %e, "state not saved");
             *self.save_error.lock().expect("lock") = Some(e.to_string());
         }
         Ok(())
@@ -115,7 +115,7 @@ impl Builder {
             if local.is_none() {
                 return Err(format!("pull failed: {e}"));
             }
-            tracing::warn!(image = %image, error = %e, "pull failed; building on the local image");
+            tracing::warn!(event = "pull_failed", image = %image, error = %e, "pull failed; building on the local image");
         }
         let info = self.engine.inspect(image.as_str()).await.map_err(|e| e.to_string())?.ok_or("image missing after pull")?;
         match current {

@@ -37,15 +37,15 @@ pub fn load_state(path: &std::path::Path) -> State {
     match state::load(path) {
         Ok(Loaded::Found(s)) => s,
         Ok(Loaded::Missing) => {
-            tracing::info!(path = %path.display(), "no state file; re-seeding from image labels");
+            tracing::info!(event = "state_missing", path = %path.display(), "no state file; re-seeding from image labels");
             State::default()
         }
         Ok(Loaded::Corrupt { moved_to, reason }) => {
-            tracing::warn!(path = %path.display(), moved_to = %moved_to.display(), %reason, "state file is corrupt; moved aside, re-seeding from image labels");
+            tracing::warn!(event = "state_corrupt", path = %path.display(), moved_to = %moved_to.display(), %reason, "state file is corrupt; moved aside, re-seeding from image labels");
             State::default()
         }
         Err(e) => {
-            tracing::error!(error = %e, "re-seeding from image labels");
+            tracing::error!(event = "state_unreadable", error = %e, "re-seeding from image labels");
             State::default()
         }
     }
@@ -63,7 +63,7 @@ pub async fn connect_engine(registries: &Registries, once: bool, cancel: &Cancel
             Ok(e) => return Ok(e),
             Err(e) if once => return Err(e),
             Err(e) => {
-                tracing::error!(error = %e, retry_in = ?delay, "Docker engine not answering; retrying");
+                tracing::error!(event = "engine_unreachable", error = %e, retry_in = %humantime::format_duration(delay), "Docker engine not answering; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => return Err(e),
@@ -211,10 +211,10 @@ pub async fn run(
                     if state_file != current.config.options.state_file {
                         *state.lock().expect("state lock") = load_state(&state_file);
                     }
-                    tracing::info!(builds = new.config.builds.len(), "config reloaded");
+                    tracing::info!(event = "config_reloaded", builds = new.config.builds.len(), "config reloaded");
                     current = Current::new(new);
                 }
-                Err(e) => tracing::error!(error = %e, "new config refused; the old one keeps running"),
+                Err(e) => tracing::error!(event = "config_refused", error = %e, "new config refused; the old one keeps running"),
             }
             let _ = sd_notify::notify(&[NotifyState::Ready]);
         }
@@ -255,9 +255,10 @@ fn log_summary(r: &CycleReport) {
     let failed_checks = r.checks.iter().filter(|c| c.error.is_some()).count();
     let (built, failed, skipped) = r.counts();
     tracing::info!(
+        event = "cycle_finished",
         checked = r.checks.len(),
         check_failed = failed_checks,
-        changed = ?changed,
+        changed = %changed.join(", "),
         rebuilt = built,
         failed,
         skipped,
@@ -265,10 +266,7 @@ fn log_summary(r: &CycleReport) {
         "cycle done"
     );
     if let Some(e) = &r.state_error {
-        tracing::error!(error = %e, "state was not saved this cycle; the last good state file is kept");
-    }
-    for (name, o) in &r.outcomes {
-        tracing::info!(build = %name, outcome = ?o, "build result");
+        tracing::error!(event = "state_not_saved", error = %e, "state was not saved this cycle; the last good state file is kept");
     }
 }
 

@@ -18,7 +18,7 @@ fn sigterm_during_a_build_lets_it_finish_saves_state_and_exits_0() {
     env.write("slow/Dockerfile", &format!("FROM {}\nRUN sleep 3 && echo done > /slow\n", env.image("base:1")));
     env.write("after/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("slow:latest")));
     let config = env.config(
-        json!({"interval": "1h", "shutdown_grace": "30s"}),
+        json!({"interval": "1h", "shutdown_grace": "30s", "log_format": "json"}),
         json!({
             "slow": {"dockerfile": "slow", "tags": [env.image("slow:latest")]},
             "after": {"dockerfile": "after", "tags": [env.image("after:latest")]}
@@ -26,7 +26,7 @@ fn sigterm_during_a_build_lets_it_finish_saves_state_and_exits_0() {
     );
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(&log, "building", Duration::from_secs(30)), "daemon started a build");
+    assert!(wait_event(&log, "build_started", &[], Duration::from_secs(30)), "daemon started a build");
     std::thread::sleep(Duration::from_millis(500));
     let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
@@ -48,10 +48,11 @@ fn the_daemon_runs_a_cycle_each_interval() {
     let env = Env::new("interval");
     env.push_base("base:1", "v1");
     env.write("img/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
-    let config = env.config(json!({"interval": 1}), json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}));
+    let config =
+        env.config(json!({"interval": 1, "log_format": "json"}), json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}));
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(&log, "built", Duration::from_secs(30)));
+    assert!(wait_event(&log, "build_finished", &[("status", "rebuilt")], Duration::from_secs(30)));
     env.push_base("base:1", "v2");
     let rebuilt =
         wait_until(Duration::from_secs(30), || image_id(&env.image("img:latest")).is_some() && cat(&env.image("img:latest"), "/v") == "v2");
@@ -61,13 +62,9 @@ fn the_daemon_runs_a_cycle_each_interval() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// Lines of the daemon log that report a finished build of `build`.
+/// Builds of `build` the daemon log reports as rebuilt.
 fn builds_logged(log: &std::path::Path, build: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("freshen::rebuild: built") && l.contains(&format!("build={build} ")))
-        .count()
+    count_events(log, "build_finished", &[("build", build), ("status", "rebuilt")])
 }
 
 #[test]
@@ -80,7 +77,7 @@ fn a_base_pushed_twice_inside_the_settle_window_leads_to_one_rebuild() {
     env.write("img/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
     env.write("child/Dockerfile", &format!("FROM {}\nRUN cat /v > /child-v\n", env.image("img:latest")));
     let config = env.config(
-        json!({"interval": 1, "settle": "6s"}),
+        json!({"interval": 1, "settle": "6s", "log_format": "json"}),
         json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}, "child": {"dockerfile": "child", "tags": [env.image("child:latest")]}}),
     );
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
@@ -89,11 +86,11 @@ fn a_base_pushed_twice_inside_the_settle_window_leads_to_one_rebuild() {
     env.build_base("base:v3", "v3");
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(&log, "cycle done", Duration::from_secs(30)));
+    assert!(wait_event(&log, "cycle_finished", &[], Duration::from_secs(30)));
     for v in ["v2", "v3"] {
         docker(&["tag", &env.image(&format!("base:{v}")), &env.image("base:1")]);
         docker(&["push", "-q", &env.image("base:1")]);
-        assert!(wait_for(&log, "waiting for the settle window", Duration::from_secs(10)));
+        assert!(wait_event(&log, "build_settling", &[], Duration::from_secs(10)));
     }
     wait_until(Duration::from_secs(40), || builds_logged(&log, "child") > 0);
     std::thread::sleep(Duration::from_secs(3));
@@ -113,13 +110,15 @@ fn a_change_still_settling_is_rechecked_when_the_window_ends_not_an_interval_lat
     let env = Env::new("recheck");
     env.push_base("base:1", "v1");
     env.write("img/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
-    let config =
-        env.config(json!({"interval": "1h", "settle": "2s"}), json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}));
+    let config = env.config(
+        json!({"interval": "1h", "settle": "2s", "log_format": "json"}),
+        json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}),
+    );
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
     env.push_base("base:1", "v2");
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    let rebuilt = wait_for(&log, "freshen::rebuild: built", Duration::from_secs(30));
+    let rebuilt = wait_event(&log, "build_finished", &[("status", "rebuilt")], Duration::from_secs(30));
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert!(rebuilt, "rebuilt after the 2 s window, with a 1 h interval:\n{}", std::fs::read_to_string(&log).unwrap());

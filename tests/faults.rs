@@ -12,10 +12,6 @@ use common::sockproxy::SocketProxy;
 use common::*;
 use serde_json::{json, Value};
 
-fn count(path: &std::path::Path, needle: &str) -> usize {
-    std::fs::read_to_string(path).unwrap_or_default().matches(needle).count()
-}
-
 fn signal(child: &Child, sig: &str) {
     assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
 }
@@ -34,8 +30,10 @@ fn registry_down_then_back_the_daemon_goes_on_and_rebuilds_what_changed_meanwhil
     env.push_base("base:1", "v1");
     let via = format!("{}/{}/base:1", proxy.addr, env.prefix);
     env.write("app/Dockerfile", &format!("FROM {via}\nRUN cat /etc/base-version > /v\n"));
-    let config = env
-        .config(json!({"interval": 1, "registry_timeout": "1s"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let config = env.config(
+        json!({"interval": 1, "registry_timeout": "1s", "log_format": "json"}),
+        json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}),
+    );
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
     let built = image_id(&env.image("app:latest")).unwrap();
     let images_before = state(&env)["images"].clone();
@@ -43,15 +41,19 @@ fn registry_down_then_back_the_daemon_goes_on_and_rebuilds_what_changed_meanwhil
     proxy.fail_always(Some(Fault::Drop));
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    wait_until(Duration::from_secs(60), || count(&log, "cycle done") >= 3);
-    assert!(count(&log, "check failed") >= 3, "{}", std::fs::read_to_string(&log).unwrap());
+    wait_until(Duration::from_secs(60), || count_events(&log, "cycle_finished", &[]) >= 3);
+    assert!(count_events(&log, "check_failed", &[]) >= 3, "{}", std::fs::read_to_string(&log).unwrap());
     assert!(child.try_wait().unwrap().is_none(), "the daemon never exits on a registry fault");
     assert_eq!(image_id(&env.image("app:latest")).unwrap(), built, "nothing rebuilt while the registry is down");
     assert_eq!(state(&env)["images"], images_before, "state unchanged by failed checks");
 
     env.push_base("base:1", "v2");
     proxy.fail_always(None);
-    assert!(wait_for(&log, "freshen::rebuild: built", Duration::from_secs(60)), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        wait_event(&log, "build_finished", &[("status", "rebuilt")], Duration::from_secs(60)),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert_eq!(cat(&env.image("app:latest"), "/v"), "v2");
@@ -65,7 +67,8 @@ fn engine_down_at_start_the_daemon_retries_until_it_answers() {
     let env = Env::new("enginedown");
     env.push_base("base:1", "v1");
     env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
-    let config = env.config(json!({"interval": "1h"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let config = env
+        .config(json!({"interval": "1h", "log_format": "json"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
     let sock = env.dir.path().join("engine.sock");
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[])
@@ -74,11 +77,11 @@ fn engine_down_at_start_the_daemon_retries_until_it_answers() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_for(&log, "Docker engine not answering; retrying", Duration::from_secs(20)));
+    assert!(wait_event(&log, "engine_unreachable", &[], Duration::from_secs(20)));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none());
     let _proxy = SocketProxy::start(&sock, std::path::Path::new("/var/run/docker.sock"));
-    assert!(wait_for(&log, "cycle done", Duration::from_secs(60)), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(wait_event(&log, "cycle_finished", &[], Duration::from_secs(60)), "{}", std::fs::read_to_string(&log).unwrap());
     assert!(image_id(&env.image("app:latest")).is_some());
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
@@ -95,7 +98,7 @@ fn engine_cut_mid_build_fails_that_build_skips_its_descendants_and_leaves_no_hal
     env.write("slow/Dockerfile", &format!("FROM {}\nRUN sleep 4 && echo slow > /slow\n", env.image("base:1")));
     env.write("slow-child/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("slow:latest")));
     let config = env.config(
-        json!({"parallelism": 1}),
+        json!({"parallelism": 1, "log_format": "json"}),
         json!({
             "a-sibling": {"dockerfile": "a-sibling", "tags": [env.image("sibling:latest")]},
             "slow": {"dockerfile": "slow", "tags": [env.image("slow:latest"), env.image("slow:v1")]},
@@ -111,7 +114,7 @@ fn engine_cut_mid_build_fails_that_build_skips_its_descendants_and_leaves_no_hal
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(wait_for(&log, "building build=slow", Duration::from_secs(60)));
+    assert!(wait_event(&log, "build_started", &[("build", "slow")], Duration::from_secs(60)));
     std::thread::sleep(Duration::from_millis(1500));
     proxy.cut_all();
     let out = child.wait_with_output().unwrap();
@@ -206,12 +209,15 @@ fn a_second_stop_signal_exits_at_once_with_state_consistent() {
     let env = Env::new("twosignals");
     env.push_base("base:1", "v1");
     env.write("slow/Dockerfile", &format!("FROM {}\nRUN sleep 20\n", env.image("base:1")));
-    let config = env.config(json!({"shutdown_grace": "60s"}), json!({"slow": {"dockerfile": "slow", "tags": [env.image("slow:latest")]}}));
+    let config = env.config(
+        json!({"shutdown_grace": "60s", "log_format": "json"}),
+        json!({"slow": {"dockerfile": "slow", "tags": [env.image("slow:latest")]}}),
+    );
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(&log, "building build=slow", Duration::from_secs(30)));
+    assert!(wait_event(&log, "build_started", &[("build", "slow")], Duration::from_secs(30)));
     signal(&child, "-INT");
-    assert!(wait_for(&log, "stop signal", Duration::from_secs(10)));
+    assert!(wait_event(&log, "stop_requested", &[], Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none(), "the first signal waits for the running build");
     let t = Instant::now();
@@ -257,12 +263,12 @@ fn a_full_disk_or_read_only_state_folder_keeps_the_last_good_state_and_the_daemo
     env.push_base("base:1", "v1");
     env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
     let config = env.config(
-        json!({"interval": 1, "state_file": mnt.join("state.json").to_str().unwrap()}),
+        json!({"interval": 1, "state_file": mnt.join("state.json").to_str().unwrap(), "log_format": "json"}),
         json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}),
     );
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(&log, "freshen::rebuild: built", Duration::from_secs(30)));
+    assert!(wait_event(&log, "build_finished", &[("status", "rebuilt")], Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(500));
     let state_file = mnt.join("state.json");
 
@@ -283,8 +289,8 @@ fn a_full_disk_or_read_only_state_folder_keeps_the_last_good_state_and_the_daemo
         let good = std::fs::read(&state_file).unwrap();
         break_it();
         env.push_base("base:1", version);
-        let before = count(&log, "state was not saved");
-        let said_twice = || count(&log, "state was not saved") >= before + 2;
+        let before = count_events(&log, "state_not_saved", &[]);
+        let said_twice = || count_events(&log, "state_not_saved", &[]) >= before + 2;
         wait_until(Duration::from_secs(30), said_twice);
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(said_twice(), "said every cycle:\n{text}");

@@ -62,12 +62,12 @@ fn shutdown_grace_bounds_the_wait_for_running_builds() {
     env.push_base("base:1", "v1");
     env.write("slow/Dockerfile", &format!("FROM {}\nRUN sleep 30\n", env.image("base:1")));
     let config = env.config(
-        json!({"interval": "1h", "shutdown_grace": "1s"}),
+        json!({"interval": "1h", "shutdown_grace": "1s", "log_format": "json"}),
         json!({"slow": {"dockerfile": "slow", "tags": [env.image("slow:latest")]}}),
     );
     let log = env.dir.path().join("daemon.log");
     let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(&log, "building", Duration::from_secs(30)), "the build started");
+    assert!(wait_event(&log, "build_started", &[], Duration::from_secs(30)), "the build started");
     std::thread::sleep(Duration::from_millis(500));
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     // The build needs 30 s more; a 1 s grace ends the wait long before.
@@ -78,7 +78,8 @@ fn shutdown_grace_bounds_the_wait_for_running_builds() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(exited, "the daemon exited after the grace period:\n{text}");
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    assert!(text.contains("shutdown grace period over"), "{text}");
+    assert_eq!(count_events(&log, "grace_over", &[]), 1, "{text}");
+    assert_eq!(count_events(&log, "build_finished", &[("build", "slow"), ("status", "cancelled")]), 1, "{text}");
     assert!(image_id(&env.image("slow:latest")).is_none(), "nothing tagged");
 }
 

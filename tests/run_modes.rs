@@ -116,7 +116,7 @@ fn the_daemon_speaks_the_systemd_notify_protocol_and_reloads_on_sighup() {
         for (_, b) in builds.as_object_mut().unwrap() {
             b["labels"] = json!({"freshen.test": env.prefix});
         }
-        env.write("config.json", &json!({"options": {"interval": "1h"}, "builds": builds}).to_string())
+        env.write("config.json", &json!({"options": {"interval": "1h", "log_format": "json"}, "builds": builds}).to_string())
     };
     let config = write_config(json!({"a": {"dockerfile": "a", "tags": [env.image("a:latest")]}}));
     let socket_path = env.dir.path().join("notify.sock");
@@ -133,7 +133,7 @@ fn the_daemon_speaks_the_systemd_notify_protocol_and_reloads_on_sighup() {
     let mut buf = [0u8; 256];
     let n = socket.recv(&mut buf).expect("a notification");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
-    assert!(wait_for(&log, "cycle done", Duration::from_secs(30)));
+    assert!(wait_event(&log, "cycle_finished", &[], Duration::from_secs(30)));
     assert!(image_id(&env.image("a:latest")).is_some());
     let state = state_dir.join("state.json");
     assert!(state.exists(), "state under $STATE_DIRECTORY");
@@ -145,20 +145,20 @@ fn the_daemon_speaks_the_systemd_notify_protocol_and_reloads_on_sighup() {
     );
     let hup = |c: &std::process::Child| Command::new("kill").args(["-HUP", &c.id().to_string()]).status().unwrap();
     assert!(hup(&child).success());
-    assert!(wait_for(&log, "config reloaded", Duration::from_secs(30)));
+    assert!(wait_event(&log, "config_reloaded", &[], Duration::from_secs(30)));
     wait_until(Duration::from_secs(30), || image_id(&env.image("b:latest")).is_some());
     assert!(image_id(&env.image("b:latest")).is_some(), "the reloaded config's new build was built");
 
     // An invalid new config is refused; the daemon keeps running the old one.
     env.write("config.json", r#"{"builds": {"a": {"dockerfile": "a", "tags": ["x/a"], "nope": 1}}}"#);
     assert!(hup(&child).success());
-    assert!(wait_for(&log, "new config refused", Duration::from_secs(30)), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(wait_event(&log, "config_refused", &[], Duration::from_secs(30)), "{}", std::fs::read_to_string(&log).unwrap());
     std::thread::sleep(Duration::from_millis(500));
     assert!(child.try_wait().unwrap().is_none(), "still running");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("unknown key \"nope\""), "the refusal says what is wrong:\n{text}");
+    let refused = log_events(&log).into_iter().find(|f| f["event"] == "config_refused").unwrap();
+    assert!(refused["error"].as_str().unwrap().contains("unknown key \"nope\""), "the refusal says what is wrong: {refused}");
 }
 
 #[test]

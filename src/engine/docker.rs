@@ -101,7 +101,7 @@ impl DockerEngine {
                             .map_err(map_err),
                     };
                     if let Err(u) = undo {
-                        tracing::error!(tag = %moved, error = %u, "could not put a tag back after a failed tagging; the next cycle rebuilds and retags");
+                        tracing::error!(event = "tag_restore_failed", tag = %moved, error = %u, "could not put a tag back after a failed tagging; the next cycle rebuilds and retags");
                     }
                 }
                 return Err(EngineError::Api(format!("tagging {tag} failed, no tag was moved: {e}")));
@@ -191,7 +191,7 @@ impl Engine for DockerEngine {
             };
             let stream = info.stream.as_deref().map(|s| crate::config::redact(s, &request.secrets)).unwrap_or_default();
             for line in stream.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::debug!(build = %request.name, "{line}");
+                tracing::debug!(event = "build_output", build = %request.name, "{line}");
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
                 }

@@ -55,9 +55,9 @@ fn build_client(b: impl Fn() -> reqwest::ClientBuilder) -> Result<Client, String
     match b().build() {
         Ok(c) => Ok(c),
         Err(e) => {
-            tracing::debug!(error = ?e, "system CA certificates unavailable; using the bundled Mozilla roots");
+            tracing::debug!(event = "bundled_roots", error = %e, "system CA certificates unavailable; using the bundled Mozilla roots");
             let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|c| reqwest::Certificate::from_der(c).ok());
-            b().tls_certs_only(roots).build().map_err(|e| format!("cannot set up the HTTP client: {e:?}"))
+            b().tls_certs_only(roots).build().map_err(|e| format!("cannot set up the HTTP client: {e}"))
         }
     }
 }
@@ -181,7 +181,7 @@ impl HttpRegistry {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs)
                     .unwrap_or(DEFAULT_RETRY_AFTER);
-                tracing::warn!(registry = %registry, retry_after = ?wait, "429 Too Many Requests: no more requests to this registry until Retry-After");
+                tracing::warn!(event = "rate_limited", registry = %registry, retry_after = %humantime::format_duration(wait), "429 Too Many Requests: no more requests to this registry until Retry-After");
                 self.blocked.lock().expect("blocked lock").insert(registry.clone(), Instant::now() + wait);
                 Err(RegistryError::RateLimited { registry, retry_after_secs: wait.as_secs() })
             }
@@ -201,7 +201,7 @@ impl HttpRegistry {
             match self.request_once(method.clone(), image, path).await {
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     let jitter = rand::rng().random_range(0..=delay.as_millis() as u64 / 2);
-                    tracing::debug!(image = %image, attempt, error = %e, "registry request failed; retrying");
+                    tracing::debug!(event = "registry_retry", image = %image, attempt, error = %e, "registry request failed; retrying");
                     tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
                     delay *= 2;
                     attempt += 1;
@@ -219,7 +219,8 @@ impl Registry for HttpRegistry {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let rate_limit = parse_rate_limit(header("ratelimit-limit").as_deref(), header("ratelimit-remaining").as_deref());
         if let Some(r) = &rate_limit {
-            tracing::debug!(registry = %image.registry(), limit = r.limit, remaining = r.remaining, window_secs = ?r.window_secs, "rate limit");
+            let window = r.window_secs.map_or_else(|| "unknown".to_string(), |w| format!("{w}s"));
+            tracing::debug!(event = "rate_limit", registry = %image.registry(), limit = r.limit, remaining = r.remaining, %window, "rate limit");
         }
         let digest = header("docker-content-digest").ok_or_else(|| RegistryError::Protocol {
             registry: image.registry().to_string(),

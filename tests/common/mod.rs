@@ -329,6 +329,27 @@ pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) ->
     false
 }
 
+/// The `fields` of every JSON log line in the file at `path`: the log of a
+/// freshen run with `options.log_format: "json"`. Lines that are not JSON are skipped.
+pub fn log_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|l| l["fields"].clone())
+        .collect()
+}
+
+/// How many log events named `event` whose fields also hold each of `fields` (`[("build", "web")]`) the log at `path` has.
+pub fn count_events(path: &Path, event: &str, fields: &[(&str, &str)]) -> usize {
+    log_events(path).iter().filter(|f| f["event"] == event && fields.iter().all(|(k, v)| f[*k] == *v)).count()
+}
+
+/// Waits up to `limit` for a log event as [`count_events`] counts them; true when one came.
+pub fn wait_event(path: &Path, event: &str, fields: &[(&str, &str)], limit: std::time::Duration) -> bool {
+    wait_until(limit, || count_events(path, event, fields) > 0)
+}
+
 /// Waits up to `limit` for `needle` to appear in the file at `path` (a log); true when it did.
 pub fn wait_for(path: &Path, needle: &str, limit: std::time::Duration) -> bool {
     wait_until(limit, || std::fs::read_to_string(path).unwrap_or_default().contains(needle))
