@@ -1,0 +1,254 @@
+//! The cycle (check → plan → build → record) over the in-memory fakes of
+//! `tests/common/fakes.rs`: one row per situation a build can be in. These run
+//! in milliseconds with no engine; the tests against the real engine and
+//! registry (`tests/core.rs`, `tests/registry.rs`, …) stay the proof at the edges.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::fakes::{FakeEngine, FakeRegistry};
+use freshen::config::{Build, Config, LogFormat, Options};
+use freshen::cycle::{self, CycleInput, CycleReport};
+use freshen::dockerfile::WatchStages;
+use freshen::executor::Outcome;
+use freshen::plan::Decision;
+use freshen::project::{self, Project};
+use freshen::reference::ImageRef;
+use freshen::state::{BuildRecord, State};
+use tokio_util::sync::CancellationToken;
+
+const BASE: &str = "registry.example.com/base:1";
+const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+fn norm(r: &str) -> String {
+    ImageRef::parse(r).unwrap().to_string()
+}
+
+/// `lib` on [`BASE`], and `app` on `lib`'s tag.
+fn lib_app() -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        ("lib", "registry.example.com/lib:1", format!("FROM {BASE}\n")),
+        ("app", "registry.example.com/app:1", "FROM registry.example.com/lib:1\n".into()),
+    ]
+}
+
+/// The fakes, state and a project of `builds` (name, tag, Dockerfile text).
+struct World {
+    engine: Arc<FakeEngine>,
+    registry: Arc<FakeRegistry>,
+    state: Arc<Mutex<State>>,
+    project: Arc<Project>,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new(builds: &[(&str, &str, String)]) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(FakeRegistry::default());
+        let engine = Arc::new(FakeEngine { remote: registry.remote.clone(), ..Default::default() });
+        let mut config_builds = BTreeMap::new();
+        let mut texts = HashMap::new();
+        for (name, tag, text) in builds {
+            let build = Build {
+                name: name.to_string(),
+                dockerfile: dir.path().join(name).join("Dockerfile"),
+                context: dir.path().join(name),
+                tags: vec![ImageRef::parse(tag).unwrap()],
+                build_args: HashMap::new(),
+                target: None,
+                platform: None,
+                labels: HashMap::new(),
+                no_cache: false,
+                additional_images: Vec::new(),
+                exclude_images: Vec::new(),
+                watch_stages: WatchStages::Final,
+                secrets: Vec::new(),
+            };
+            config_builds.insert(name.to_string(), build);
+            texts.insert(name.to_string(), Ok(text.clone()));
+        }
+        let options = Options {
+            interval: Duration::from_secs(300),
+            parallelism: 2,
+            check_concurrency: 4,
+            registry_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            state_file: dir.path().join("state.json"),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            rebuild_on_start: false,
+            settle: Duration::ZERO,
+            rate_limit_reserve: 10,
+            watch_stages: WatchStages::Final,
+            warnings: Vec::new(),
+        };
+        let config = Config { path: dir.path().join("config.json"), options, builds: config_builds, registries: Default::default() };
+        let project = Arc::new(project::analyse(&config, &texts, Some("linux/amd64")).unwrap());
+        World { engine, registry, state: Arc::new(Mutex::new(State::default())), project, dir }
+    }
+
+    fn serve(&self, image: &str, digest: &str) {
+        self.registry.remote.lock().unwrap().insert(norm(image), digest.into());
+    }
+
+    /// A record saying `build` was built from `image` at `digest`, and its image in the engine.
+    fn built(&self, build: &str, tag: &str, from: &[(&str, &str)]) {
+        let built_from: BTreeMap<String, String> = from.iter().map(|(i, d)| (norm(i), d.to_string())).collect();
+        self.state
+            .lock()
+            .unwrap()
+            .builds
+            .insert(build.into(), BuildRecord { built_from, image_id: None, recorded_at: 1, origin: "built".into() });
+        self.engine.put(tag, &[]);
+    }
+
+    async fn cycle(&self, rebuild_all: bool, dry_run: bool, settle: Duration) -> CycleReport {
+        let input = CycleInput {
+            project: self.project.clone(),
+            engine: self.engine.clone(),
+            registry: self.registry.clone(),
+            state: self.state.clone(),
+            state_path: self.dir.path().join("state.json"),
+            parallelism: 2,
+            check_concurrency: 4,
+            shutdown_grace: Duration::from_secs(5),
+            rebuild_all,
+            dry_run,
+            persist: false,
+            settle,
+            rate_limit_reserve: 10,
+            engine_platform: "linux/amd64".into(),
+            cancel: CancellationToken::new(),
+        };
+        cycle::run(&input).await
+    }
+
+    async fn once(&self) -> CycleReport {
+        self.cycle(false, false, Duration::ZERO).await
+    }
+
+    fn builds(&self) -> Vec<String> {
+        self.engine.builds.lock().unwrap().clone()
+    }
+}
+
+fn status(r: &CycleReport, build: &str) -> String {
+    serde_json::to_value(&r.decisions[build]).unwrap()["status"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn an_unchanged_base_is_fresh_costs_one_head_and_builds_nothing() {
+    let w = World::new(&lib_app());
+    w.serve(BASE, D1);
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    let lib_id = w.engine.images.lock().unwrap()[&norm("registry.example.com/lib:1")].id.clone();
+    w.built("app", "registry.example.com/app:1", &[("registry.example.com/lib:1", &lib_id)]);
+    let r = w.once().await;
+    assert_eq!((status(&r, "lib"), status(&r, "app")), ("fresh".into(), "fresh".into()));
+    assert!(w.builds().is_empty());
+    assert_eq!(*w.registry.heads.lock().unwrap(), [norm(BASE)], "one HEAD, for the one external base");
+}
+
+#[tokio::test]
+async fn a_changed_base_rebuilds_the_build_and_its_child_and_records_the_new_digest() {
+    let w = World::new(&lib_app());
+    w.serve(BASE, D2);
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    let lib_id = w.engine.images.lock().unwrap()[&norm("registry.example.com/lib:1")].id.clone();
+    w.built("app", "registry.example.com/app:1", &[("registry.example.com/lib:1", &lib_id)]);
+    let r = w.once().await;
+    assert_eq!(r.decisions["lib"], Decision::Changed { image: norm(BASE), old: D1.into(), new: D2.into() });
+    assert_eq!(r.decisions["app"], Decision::ParentRebuilt { parent: "lib".into() });
+    assert_eq!(w.builds(), ["lib", "app"], "parent first");
+    let st = w.state.lock().unwrap();
+    assert_eq!(st.builds["lib"].built_from[&norm(BASE)], D2);
+    assert_eq!(st.builds["lib"].origin, "built");
+    let new_lib = w.engine.images.lock().unwrap()[&norm("registry.example.com/lib:1")].id.clone();
+    assert_eq!(st.builds["app"].built_from[&norm("registry.example.com/lib:1")], new_lib, "the child records the parent's new image");
+}
+
+#[tokio::test]
+async fn a_missing_image_is_built() {
+    let w = World::new(&lib_app()[..1]);
+    w.serve(BASE, D1);
+    let r = w.once().await;
+    assert_eq!(r.decisions["lib"], Decision::Missing);
+    assert!(matches!(r.outcomes["lib"], Outcome::Built { .. }));
+    assert_eq!(w.engine.pulls.lock().unwrap().as_slice(), [norm(BASE)], "the base is pulled before the build");
+}
+
+#[tokio::test]
+async fn a_failing_check_rebuilds_nothing_and_says_why() {
+    let w = World::new(&lib_app()[..1]);
+    w.serve(BASE, D2);
+    w.registry.failing.lock().unwrap().push(norm(BASE));
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    let r = w.once().await;
+    assert_eq!(status(&r, "lib"), "check_failed");
+    assert!(r.failed());
+    assert!(w.builds().is_empty());
+    assert!(r.checks[0].error.as_deref().unwrap().contains("503"), "{:?}", r.checks[0].error);
+}
+
+#[tokio::test]
+async fn a_change_inside_the_settle_window_waits_and_holds_the_children() {
+    let w = World::new(&lib_app());
+    w.serve(BASE, D2);
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    w.built("app", "registry.example.com/app:1", &[]);
+    let r = w.cycle(false, false, Duration::from_secs(3600)).await;
+    assert_eq!(status(&r, "lib"), "settling");
+    assert!(r.recheck_at.is_some(), "the next check is due when the window ends");
+    assert!(w.builds().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_parent_skips_its_child() {
+    let w = World::new(&lib_app());
+    w.serve(BASE, D2);
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    w.built("app", "registry.example.com/app:1", &[]);
+    w.engine.failing.lock().unwrap().push("lib".into());
+    let r = w.once().await;
+    assert!(matches!(&r.outcomes["lib"], Outcome::Failed { error, .. } if error.contains("exit code 1")));
+    assert_eq!(r.outcomes["app"], Outcome::Skipped { parent: "lib".into() });
+    assert_eq!(w.builds(), ["lib"]);
+    assert_eq!(w.state.lock().unwrap().builds["lib"].built_from[&norm(BASE)], D1, "a failed build leaves its record");
+}
+
+#[tokio::test]
+async fn without_state_an_image_is_adopted_from_its_labels_or_as_a_baseline() {
+    let w = World::new(&[
+        ("labelled", "registry.example.com/labelled:1", format!("FROM {BASE}\n")),
+        ("plain", "registry.example.com/plain:1", format!("FROM {BASE}\n")),
+    ]);
+    w.serve(BASE, D2);
+    let built_from = serde_json::json!({norm(BASE): D1}).to_string();
+    w.engine.put("registry.example.com/labelled:1", &[("io.freshen.built-from", &built_from)]);
+    w.engine.put("registry.example.com/plain:1", &[]);
+    let r = w.once().await;
+    assert_eq!(status(&r, "labelled"), "changed", "the labels carry the old digest: the change is not missed");
+    assert_eq!(status(&r, "plain"), "fresh", "an image freshen never built is a baseline");
+    let st = w.state.lock().unwrap();
+    assert_eq!(st.builds["plain"].origin, "baseline");
+    assert_eq!(st.builds["plain"].built_from[&norm(BASE)], D2);
+    assert_eq!(w.builds(), ["labelled"]);
+}
+
+#[tokio::test]
+async fn rebuild_all_rebuilds_everything_and_a_dry_run_builds_nothing() {
+    let w = World::new(&lib_app());
+    w.serve(BASE, D1);
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    w.built("app", "registry.example.com/app:1", &[]);
+    let r = w.cycle(true, true, Duration::ZERO).await;
+    assert_eq!((r.decisions["lib"].clone(), r.decisions["app"].clone()), (Decision::RebuildOnStart, Decision::RebuildOnStart));
+    assert!(r.outcomes.is_empty() && w.builds().is_empty(), "a dry run builds nothing");
+    let r = w.cycle(true, false, Duration::ZERO).await;
+    assert_eq!(r.outcomes.len(), 2);
+    assert_eq!(w.builds(), ["lib", "app"]);
+}
