@@ -106,6 +106,13 @@ impl World {
         self.engine.put(tag, &[]);
     }
 
+    /// `lib` built from [`BASE`] at `digest`, and `app` built from `lib`'s image.
+    fn lib_and_app_built_from(&self, digest: &str) {
+        self.built("lib", "registry.example.com/lib:1", &[(BASE, digest)]);
+        let lib_id = self.engine.images.lock().unwrap()[&norm("registry.example.com/lib:1")].id.clone();
+        self.built("app", "registry.example.com/app:1", &[("registry.example.com/lib:1", &lib_id)]);
+    }
+
     async fn cycle(&self, rebuild_all: bool, dry_run: bool, settle: Duration) -> CycleReport {
         let input = CycleInput {
             project: self.project.clone(),
@@ -144,9 +151,7 @@ fn status(r: &CycleReport, build: &str) -> String {
 async fn an_unchanged_base_is_fresh_costs_one_head_and_builds_nothing() {
     let w = World::new(&lib_app());
     w.serve(BASE, D1);
-    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
-    let lib_id = w.engine.images.lock().unwrap()[&norm("registry.example.com/lib:1")].id.clone();
-    w.built("app", "registry.example.com/app:1", &[("registry.example.com/lib:1", &lib_id)]);
+    w.lib_and_app_built_from(D1);
     let r = w.once().await;
     assert_eq!((status(&r, "lib"), status(&r, "app")), ("fresh".into(), "fresh".into()));
     assert!(w.builds().is_empty());
@@ -157,9 +162,7 @@ async fn an_unchanged_base_is_fresh_costs_one_head_and_builds_nothing() {
 async fn a_changed_base_rebuilds_the_build_and_its_child_and_records_the_new_digest() {
     let w = World::new(&lib_app());
     w.serve(BASE, D2);
-    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
-    let lib_id = w.engine.images.lock().unwrap()[&norm("registry.example.com/lib:1")].id.clone();
-    w.built("app", "registry.example.com/app:1", &[("registry.example.com/lib:1", &lib_id)]);
+    w.lib_and_app_built_from(D1);
     let r = w.once().await;
     assert_eq!(r.decisions["lib"], Decision::Changed { image: norm(BASE), old: D1.into(), new: D2.into() });
     assert_eq!(r.decisions["app"], Decision::ParentRebuilt { parent: "lib".into() });
