@@ -97,6 +97,11 @@ fn state_file_is_where_state_is_written() {
     assert!(!env.state_path().exists() && !env.dir.path().join("freshen-state.json").exists(), "no state anywhere else");
 }
 
+/// Rewrites config.json of [`one_build`] with `options`.
+fn app_config(env: &Env, options: Value) {
+    env.config(options, json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+}
+
 /// Runs `freshen --once` without `RUST_LOG`, so the config alone sets the logging; returns stderr.
 fn logged(env: &Env) -> String {
     let out = freshen_cmd(&env.dir.path().join("config.json"), &["--once"]).env_remove("RUST_LOG").output().unwrap();
@@ -113,13 +118,13 @@ fn log_level_and_its_docker_rebuilder_spelling_set_what_is_logged() {
     one_build(&env, json!({"log_level": "debug"}), json!({}));
     let debug = logged(&env);
     assert!(debug.contains(" DEBUG ") && debug.contains(" INFO "), "{debug}");
-    env.config(json!({"log_level": "warn"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    app_config(&env, json!({"log_level": "warn"}));
     let warn = logged(&env);
     assert!(!warn.contains(" INFO ") && !warn.contains(" DEBUG "), "{warn}");
     // docker-rebuilder's spelling, with Python's numbers: 10 is debug.
-    env.config(json!({"log-level": 10}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    app_config(&env, json!({"log-level": 10}));
     assert!(logged(&env).contains(" DEBUG "));
-    env.config(json!({"log-level": "WARNING"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    app_config(&env, json!({"log-level": "WARNING"}));
     assert!(!logged(&env).contains(" INFO "));
 }
 
@@ -136,7 +141,7 @@ fn log_format_json_logs_one_object_per_line() {
     assert!(lines.len() >= 2, "{text}");
     assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"].is_object()), "{text}");
     // docker-rebuilder's Python format string is ignored, with a warning that says so.
-    env.config(json!({"log-format": "%(asctime)s %(message)s"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    app_config(&env, json!({"log-format": "%(asctime)s %(message)s"}));
     let text = logged(&env);
     assert!(text.contains("options.log-format (a Python logging format) is ignored"), "{text}");
 }

@@ -279,7 +279,7 @@ impl Lexer<'_> {
             '#' => glob.matches(&chars[..len]).then(|| &chars[len..]),
             _ => glob.matches(&chars[n - len..]).then(|| &chars[..n - len]),
         });
-        Ok(kept.map_or(value.clone(), |k| k.iter().collect()))
+        Ok(kept.map_or(value, |k| k.iter().collect()))
     }
 
     /// `${V/p/r}` replaces the first (leftmost, longest) match of `p` with `r`;
@@ -443,11 +443,31 @@ mod tests {
         assert_eq!(x("${U:-debian}").unwrap(), "debian");
         assert_eq!(x("${E:-debian}").unwrap(), "debian");
         assert_eq!(x("${E-debian}").unwrap(), "");
+        assert_eq!(x("${U-debian}").unwrap(), "debian");
         assert_eq!(x("${A:+x}").unwrap(), "x");
+        assert_eq!(x("${E:+x}").unwrap(), "");
         assert_eq!(x("${E+x}").unwrap(), "x");
         assert_eq!(x("${U:-${A}:${T}}").unwrap(), "alpine:3.20");
         assert!(matches!(x("${U:?need it}"), Err(ExpandError::Required { .. })));
+        assert_eq!(x("${A:?need it}").unwrap(), "alpine");
         assert_eq!(x("${E:?}").unwrap_err().to_string(), "variable E is empty: is not allowed to be empty");
+    }
+
+    #[test]
+    fn quotes_and_escapes() {
+        assert_eq!(x("'$A'").unwrap(), "$A");
+        assert_eq!(x("\"$A\"").unwrap(), "alpine");
+        assert_eq!(x("\\$A").unwrap(), "$A");
+        assert_eq!(expand_word("`$A", &vars(), '`').unwrap(), "$A");
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert!(x("${A").is_err());
+        assert!(x("${A:-x").is_err());
+        assert!(x("'open").is_err());
+        // `${A%x}` is a pattern modifier now (Dockerfile 1.7); `:=` is still unsupported, as in BuildKit.
+        assert!(x("${A:=x}").is_err());
     }
 
     #[test]

@@ -88,22 +88,14 @@ impl Resolution {
         self.base.as_ref().is_some_and(ImageRef::is_pinned)
     }
 
-    /// The images `mode` selects, in file order: the base (when it is an image)
-    /// under [`WatchStages::Final`], every used image under [`WatchStages::All`].
-    fn selected(&self, mode: WatchStages) -> Vec<UsedImage> {
-        match mode {
-            WatchStages::Final => match &self.base {
-                Some(image) => {
-                    vec![UsedImage { image: image.clone(), line: self.base_line, kind: UseKind::From, ignored: self.base_ignored }]
-                }
-                None => Vec::new(),
-            },
-            WatchStages::All => self.images.clone(),
-        }
-    }
-
-    fn collect(&self, mode: WatchStages, keep: impl Fn(&UsedImage) -> bool) -> Vec<ImageRef> {
-        let mut out: Vec<ImageRef> = self.selected(mode).into_iter().filter(|u| keep(u)).map(|u| u.image).collect();
+    /// The images `mode` selects (the base under [`WatchStages::Final`], every
+    /// used image under [`WatchStages::All`]) that `keep(image, ignored)` keeps; sorted, unique.
+    fn collect(&self, mode: WatchStages, keep: impl Fn(&ImageRef, bool) -> bool) -> Vec<ImageRef> {
+        let selected: Vec<(&ImageRef, bool)> = match mode {
+            WatchStages::Final => self.base.iter().map(|b| (b, self.base_ignored)).collect(),
+            WatchStages::All => self.images.iter().map(|u| (&u.image, u.ignored)).collect(),
+        };
+        let mut out: Vec<ImageRef> = selected.into_iter().filter(|(i, ignored)| keep(i, *ignored)).map(|(i, _)| i.clone()).collect();
         out.sort();
         out.dedup();
         out
@@ -113,17 +105,17 @@ impl Resolution {
     /// and not digest-pinned (a pinned image cannot change, so it is never
     /// checked); sorted, unique.
     pub fn watched(&self, mode: WatchStages) -> Vec<ImageRef> {
-        self.collect(mode, |u| !u.ignored && !u.image.is_pinned())
+        self.collect(mode, |image, ignored| !ignored && !image.is_pinned())
     }
 
     /// The digest-pinned images `mode` selects (never checked), without ignored ones; sorted, unique.
     pub fn pinned_images(&self, mode: WatchStages) -> Vec<ImageRef> {
-        self.collect(mode, |u| !u.ignored && u.image.is_pinned())
+        self.collect(mode, |image, ignored| !ignored && image.is_pinned())
     }
 
     /// The images `mode` selects that a `# freshen:ignore` comment leaves unwatched; sorted, unique.
     pub fn ignored_images(&self, mode: WatchStages) -> Vec<ImageRef> {
-        self.collect(mode, |u| u.ignored)
+        self.collect(mode, |_, ignored| ignored)
     }
 }
 
