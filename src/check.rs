@@ -11,127 +11,102 @@
 //! A registry whose `RateLimit-Remaining` fell under `rate_limit_reserve` is
 //! checked less often until its window resets: between checks, the last digest stands.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::stream::{self, StreamExt};
-use serde::Serialize;
 
 use crate::engine::Engine;
-use crate::plan::{Current, Observed};
+use crate::error::CheckError;
+use crate::input::{Check, DigestSource, Input, Observation};
 use crate::project::Project;
 use crate::reference::ImageRef;
-use crate::registry::{self, Registry};
-use crate::state::{self, DigestSource, ImageRecord, RegistryRecord, State};
-
-/// One watched image's check, as reported.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
-    /// Normalised reference.
-    pub image: String,
-    /// Digest recorded before this cycle.
-    pub old: Option<String>,
-    /// Digest now, if the check worked.
-    pub new: Option<String>,
-    /// Where `new` came from.
-    pub source: Option<DigestSource>,
-    /// Why the check failed.
-    pub error: Option<String>,
-    /// The check was deferred to spare the registry's rate-limit reserve; `new` is the last digest.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub deferred: bool,
-}
+use crate::registry::{self, RateLimit, Registry};
+use crate::state::{RegistryRecord, State};
 
 /// What the checks need.
 pub struct Checker<'a> {
-    /// The project.
+    /// Tells which inputs to check, and which tags another build produces.
     pub project: &'a Project,
-    /// The engine.
+    /// Answers for other builds' tags and for images no registry serves.
     pub engine: &'a dyn Engine,
-    /// The registry client.
+    /// Answers for everything else.
     pub registry: &'a dyn Registry,
-    /// State: read for prior digests; updated with digests and rate limits seen.
-    pub state: &'a Arc<Mutex<State>>,
-    /// Checks at once.
+    /// Bounds the checks in flight, so a registry is not flooded.
     pub concurrency: usize,
-    /// Rate-limit reserve.
+    /// Under this many requests left, a registry's checks are spaced out.
     pub rate_limit_reserve: u64,
+    /// The inputs a trigger named, when the cycle checks only those. Others keep
+    /// their last observation, except another build's tag (read from the engine,
+    /// which costs no registry request) and an input never seen before.
+    pub only: Option<&'a BTreeSet<Input>>,
 }
 
-struct One {
-    record: ImageRecord,
-    rate_limit: Option<registry::RateLimit>,
-    deferred: bool,
+/// A cycle's checks: one per distinct watched input, and the rate limits the registries reported.
+#[derive(Debug, Default)]
+pub struct Checks {
+    /// Each watched input's check.
+    pub inputs: BTreeMap<Input, Check>,
+    /// Registry host → rate-limit headers seen this cycle.
+    pub rate_limits: BTreeMap<String, RegistryRecord>,
+}
+
+impl Checks {
+    /// Records what was seen in `state` (not saved): each observation and rate limit.
+    pub fn record(&self, state: &mut State) {
+        for (input, check) in &self.inputs {
+            if let Ok(o) = &check.seen {
+                state.inputs.insert(input.clone(), o.clone());
+            }
+        }
+        state.registries.extend(self.rate_limits.clone());
+    }
 }
 
 impl Checker<'_> {
-    /// Checks every distinct watched image once; records what was seen in state (not saved).
-    pub async fn check_all(&self) -> (HashMap<String, Observed>, Vec<CheckReport>) {
-        let mut images: Vec<ImageRef> =
-            self.project.builds.values().filter(|a| a.resolution.is_ok()).flat_map(|a| a.watched.iter().cloned()).collect();
-        images.sort();
-        images.dedup();
-        let (prior, limits) = {
-            let st = self.state.lock().expect("state lock");
-            (st.images.clone(), st.registries.clone())
-        };
-        let now = state::now_secs();
-        let results: Vec<(ImageRef, Result<One, String>)> = stream::iter(images)
-            .map(|image| {
-                let p = prior.get(image.as_str()).cloned();
-                let deferred = p.clone().filter(|p| p.source == DigestSource::Registry && self.defer(limits.get(image.registry()), p, now));
+    /// Checks every distinct watched input once, `concurrency` at a time, against
+    /// `state` (the digests and rate limits seen before). Never fails as a whole: each
+    /// input's failure is its own [`CheckError`].
+    pub async fn check_all(&self, state: &State, now: u64) -> Checks {
+        let mut inputs: Vec<&Input> = self.project.builds.values().filter(|a| a.resolution.is_ok()).flat_map(|a| &a.inputs).collect();
+        inputs.sort();
+        inputs.dedup();
+        let results: Vec<(Input, Check, Option<RateLimit>)> = stream::iter(inputs)
+            .map(|input| {
+                let prior = state.inputs.get(input);
                 async move {
-                    let r = match deferred {
-                        Some(record) => Ok(One { record, rate_limit: None, deferred: true }),
-                        None => self.check_one(&image, p.as_ref(), now).await,
+                    let Input::Image(image) = input;
+                    let out_of_scope = self.only.is_some_and(|only| !only.contains(input)) && self.project.producer_of(image).is_none();
+                    let deferred = prior.filter(|p| {
+                        out_of_scope || p.source == DigestSource::Registry && self.defer(state.registries.get(image.registry()), p, now)
+                    });
+                    let (seen, rate_limit) = match deferred {
+                        Some(p) => (Ok(p.clone()), None),
+                        None => match self.check_image(image, prior, now).await {
+                            Ok((o, r)) => (Ok(o), r),
+                            Err(e) => (Err(e), None),
+                        },
                     };
-                    (image, r)
+                    let check = Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() };
+                    (input.clone(), check, rate_limit)
                 }
             })
             .buffer_unordered(self.concurrency.max(1))
             .collect()
             .await;
-        let mut current = HashMap::new();
-        let mut checks = Vec::new();
-        let mut st = self.state.lock().expect("state lock");
-        for (image, r) in results {
-            let old = prior.get(image.as_str()).map(|p| p.digest.clone());
-            match r {
-                Ok(one) => {
-                    let c = &one.record;
-                    current.insert(
-                        image.to_string(),
-                        Observed::Digest(Current { digest: c.digest.clone(), platforms: c.platforms.clone(), since: c.since }),
-                    );
-                    let report = CheckReport {
-                        image: image.to_string(),
-                        old,
-                        new: Some(c.digest.clone()),
-                        source: Some(c.source),
-                        error: None,
-                        deferred: one.deferred,
-                    };
-                    checks.push(report);
-                    if let Some(r) = one.rate_limit {
-                        let rec = RegistryRecord { limit: r.limit, remaining: r.remaining, window_secs: r.window_secs, seen_at: now };
-                        st.registries.insert(image.registry().to_string(), rec);
-                    }
-                    st.images.insert(image.to_string(), one.record);
-                }
-                Err(e) => {
-                    tracing::warn!(event = "check_failed", image = %image, error = %e, "check failed");
-                    current.insert(image.to_string(), Observed::Failed(e.clone()));
-                    checks.push(CheckReport { image: image.to_string(), old, new: None, source: None, error: Some(e), deferred: false });
-                }
+        let mut out = Checks::default();
+        for (input, check, rate_limit) in results {
+            if let (Some(r), Some(image)) = (rate_limit, input.image()) {
+                let rec = RegistryRecord { limit: r.limit, remaining: r.remaining, window_secs: r.window_secs, seen_at: now };
+                out.rate_limits.insert(image.registry().to_string(), rec);
             }
+            out.inputs.insert(input, check);
         }
-        checks.sort_by(|a, b| a.image.cmp(&b.image));
-        (current, checks)
+        out
     }
 
     /// True when `image`'s registry is under its rate-limit reserve and the image was
     /// checked too recently: the remaining quota is spread over the rest of the window.
-    fn defer(&self, limit: Option<&RegistryRecord>, prior: &ImageRecord, now: u64) -> bool {
+    fn defer(&self, limit: Option<&RegistryRecord>, prior: &Observation, now: u64) -> bool {
         let Some(l) = limit else { return false };
         let window = l.window_secs.unwrap_or(3600);
         if l.remaining >= self.rate_limit_reserve || now >= l.seen_at + window {
@@ -141,38 +116,40 @@ impl Checker<'_> {
         now < prior.seen_at + spacing
     }
 
-    async fn check_one(&self, image: &ImageRef, prior: Option<&ImageRecord>, now: u64) -> Result<One, String> {
-        let record = |digest: String, source, platforms| {
+    async fn check_image(
+        &self,
+        image: &ImageRef,
+        prior: Option<&Observation>,
+        now: u64,
+    ) -> Result<(Observation, Option<RateLimit>), CheckError> {
+        let observation = |digest: String, source, platforms| {
             let since = prior.filter(|p| p.digest == digest).map_or(now, |p| if p.since == 0 { p.seen_at } else { p.since });
-            ImageRecord { digest, source, seen_at: now, since, platforms }
+            Observation { digest, source, seen_at: now, since, platforms }
         };
-        let plain = |r: ImageRecord| One { record: r, rate_limit: None, deferred: false };
-        if self.project.producer_of(image).is_some() {
+        if let Some(build) = self.project.producer_of(image) {
             return match self.engine.inspect(image.as_str()).await {
-                Ok(Some(info)) => Ok(plain(record(info.id, DigestSource::Build, BTreeMap::new()))),
-                Ok(None) => Err("not built yet".into()),
-                Err(e) => Err(e.to_string()),
+                Ok(Some(info)) => Ok((observation(info.id, DigestSource::Build, BTreeMap::new()), None)),
+                Ok(None) => Err(CheckError::NotBuilt { build: build.to_string() }),
+                Err(e) => Err(CheckError::Engine(e)),
             };
         }
         let known = prior.filter(|p| p.source == DigestSource::Registry).map(|p| (p.digest.as_str(), &p.platforms));
         let registry_error = match registry::check(self.registry, image, known).await {
-            Ok(c) => {
-                return Ok(One { record: record(c.digest, DigestSource::Registry, c.platforms), rate_limit: c.rate_limit, deferred: false })
-            }
+            Ok(c) => return Ok((observation(c.digest, DigestSource::Registry, c.platforms), c.rate_limit)),
             Err(e) => e,
         };
         // A registry that served this image before and fails now is an outage, not a
         // change: falling back to the local image ID would look like a new digest.
         if prior.is_some_and(|p| p.source == DigestSource::Registry) {
-            return Err(registry_error.to_string());
+            return Err(CheckError::Registry(registry_error));
         }
         match self.engine.inspect(image.as_str()).await {
             Ok(Some(info)) => {
                 tracing::debug!(event = "check_local", image = %image, error = %registry_error, "registry check failed; using the local image ID");
-                Ok(plain(record(info.id, DigestSource::Local, BTreeMap::new())))
+                Ok((observation(info.id, DigestSource::Local, BTreeMap::new()), None))
             }
-            Ok(None) => Err(format!("{registry_error}, and the engine has no local image {image}")),
-            Err(e) => Err(format!("{registry_error}; engine: {e}")),
+            Ok(None) => Err(CheckError::NoLocalImage { image: image.clone(), registry: registry_error }),
+            Err(_) => Err(CheckError::Registry(registry_error)),
         }
     }
 }

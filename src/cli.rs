@@ -4,17 +4,16 @@
 //! (or the engine is unreachable with `--once`), 2 a config or usage error.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, LogFormat};
 use crate::explain;
 use crate::output;
 use crate::project;
-use crate::watcher::{self, Mode, Reloader, Setup, StartError, Started};
+use crate::trigger::{Status, Trigger, Triggers};
+use crate::watcher::{self, Loop, Mode, Reloader, Setup, StartError, Started};
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -146,9 +145,10 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// First SIGINT/SIGTERM cancels gracefully; a second one exits at once (state
-/// is saved after every build, so it is consistent). SIGHUP asks for a config reload.
-fn spawn_signal_handler(cancel: CancellationToken, reload: Arc<Notify>) {
+/// Signals as triggers: the first SIGINT/SIGTERM is [`Trigger::Shutdown`]; a
+/// second one exits at once (state is saved after every build, so it is
+/// consistent). SIGHUP is [`Trigger::Reload`].
+fn spawn_signal_handler(triggers: Triggers) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
@@ -164,14 +164,14 @@ fn spawn_signal_handler(cancel: CancellationToken, reload: Arc<Notify>) {
                 _ = int.recv() => {}
                 _ = hup.recv() => {
                     tracing::info!(event = "reload_requested", "SIGHUP: reloading the config after the running cycle");
-                    reload.notify_one();
+                    triggers.send(Trigger::Reload);
                     continue;
                 }
             }
             n += 1;
             if n == 1 {
                 tracing::info!(event = "stop_requested", "stop signal: no new builds; running builds get the shutdown grace period");
-                cancel.cancel();
+                triggers.send(Trigger::Shutdown);
             } else {
                 tracing::warn!(event = "exit_now", "second stop signal: exiting now");
                 std::process::exit(130);
@@ -196,8 +196,8 @@ fn start_failed(e: StartError) -> i32 {
 
 async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format: Format) -> i32 {
     let cancel = CancellationToken::new();
-    let reload = Arc::new(Notify::new());
-    spawn_signal_handler(cancel.clone(), reload.clone());
+    let triggers = Triggers::new(cancel.clone());
+    spawn_signal_handler(triggers.clone());
     let once = mode.once || mode.dry_run;
     let Started { engine, platform, setup } = match watcher::start(config, once, &cancel).await {
         Ok(s) => s,
@@ -212,7 +212,14 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let path = path.to_path_buf();
     let reload_platform = platform.clone();
     let reloader: Reloader = Box::new(move || Setup::load(&path, Some(&reload_platform)));
-    let report = watcher::run(setup, engine, platform, Mode { once, ..mode }, cancel.clone(), Some((reload, reloader))).await;
+    let (status, _) = tokio::sync::watch::channel(Status::default());
+    let listeners = crate::listen::spawn(&status);
+    let l = Loop { engine, engine_platform: platform, mode: Mode { once, ..mode }, triggers, reloader: Some(reloader), status };
+    let report = watcher::run(setup, l).await;
+    // The loop dropped the status sender: the listeners read the last report and end.
+    for h in listeners {
+        let _ = h.await;
+    }
     match report {
         Some(r) if once => {
             output::print_report(&r, format == Format::Json);

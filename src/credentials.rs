@@ -39,13 +39,34 @@ impl fmt::Display for Secret {
     }
 }
 
-/// A username and password (or identity token, with user `<token>`).
+/// What a registry login gives: a username and password, or an identity token
+/// (docker CLI `config.json`: `identitytoken`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credential {
-    /// User name.
-    pub username: String,
-    /// Password or token.
-    pub password: Secret,
+pub enum Credential {
+    /// `username` and `password_file` in the config, or `docker login` with a password.
+    Basic {
+        /// Sent in HTTP basic auth and to the engine.
+        username: String,
+        /// Sent with it; never printed.
+        password: Secret,
+    },
+    /// An identity (refresh) token from `docker login` with a token flow; never printed.
+    IdentityToken(Secret),
+}
+
+/// The user name under which an identity token goes in HTTP basic auth to a
+/// token endpoint (docker/cli `configfile`: `tokenUsername = "<token>"`).
+const TOKEN_USERNAME: &str = "<token>";
+
+impl Credential {
+    /// The (user name, secret) pair for HTTP basic auth: the identity token goes
+    /// with docker's `<token>` user name.
+    pub fn basic_auth(&self) -> (&str, &str) {
+        match self {
+            Credential::Basic { username, password } => (username, password.expose()),
+            Credential::IdentityToken(t) => (TOKEN_USERNAME, t.expose()),
+        }
+    }
 }
 
 /// Settings for one registry from the config's `registries` section.
@@ -72,8 +93,8 @@ pub fn lookup(registries: &Registries, registry: &str) -> Option<Credential> {
     }
     let server = if registry == "docker.io" { DOCKER_HUB_KEY } else { registry };
     match docker_credential::get_credential(server).ok()? {
-        docker_credential::DockerCredential::UsernamePassword(u, p) => Some(Credential { username: u, password: Secret::new(p) }),
-        docker_credential::DockerCredential::IdentityToken(t) => Some(Credential { username: "<token>".into(), password: Secret::new(t) }),
+        docker_credential::DockerCredential::UsernamePassword(u, p) => Some(Credential::Basic { username: u, password: Secret::new(p) }),
+        docker_credential::DockerCredential::IdentityToken(t) => Some(Credential::IdentityToken(Secret::new(t))),
     }
 }
 
@@ -92,7 +113,7 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let c = Credential { username: "u".into(), password: Secret::new("hunter2".into()) };
+        let c = Credential::Basic { username: "u".into(), password: Secret::new("hunter2".into()) };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(Secret::new("x".into()).to_string(), "***");
     }
@@ -103,10 +124,11 @@ mod tests {
         r.insert(
             "reg.test:5000".into(),
             RegistryOptions {
-                credential: Some(Credential { username: "a".into(), password: Secret::new("b".into()) }),
+                credential: Some(Credential::Basic { username: "a".into(), password: Secret::new("b".into()) }),
                 ..Default::default()
             },
         );
-        assert_eq!(lookup(&r, "reg.test:5000").unwrap().username, "a");
+        assert_eq!(lookup(&r, "reg.test:5000").unwrap().basic_auth(), ("a", "b"));
+        assert_eq!(Credential::IdentityToken(Secret::new("t".into())).basic_auth(), ("<token>", "t"));
     }
 }

@@ -1,84 +1,93 @@
-//! One check cycle: check every watched image once, plan, rebuild, record.
+//! One cycle: check every watched input once, plan, rebuild, record.
 //!
 //! Composes the I/O edges ([`Engine`], [`Registry`]) with the pure core
-//! ([`crate::plan`]). Per-build errors never stop the cycle; they end up in the
-//! [`CycleReport`].
+//! ([`crate::plan`]). The cycle is the one owner of state while it runs: the
+//! checks and the builds return what they saw and made, and the cycle records
+//! it and saves the file at two points: after the checks (and adoptions), and
+//! after each build finishes, so a kill loses at most the running builds.
+//! Per-build errors never stop the cycle; they end up in the [`CycleReport`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::check::CheckReport;
 use crate::check::Checker;
+use crate::config::Redactor;
 use crate::engine::Engine;
 use crate::executor::{self, Outcome};
-use crate::plan::{self, Decision, Existing, PlanInput};
+use crate::input::{Check, Input};
+use crate::plan::{self, Compared, Decision, Existing, PlanInput};
 use crate::project::Project;
 use crate::rebuild::{labels_record, Builder};
 use crate::registry::Registry;
-use crate::state::{self, State};
+use crate::state::{self, State, StateError};
 
 /// Everything a cycle needs.
 pub struct CycleInput {
-    /// The resolved project.
+    /// The resolved project: what to check and build.
     pub project: Arc<Project>,
-    /// The engine.
+    /// Inspects, pulls and builds.
     pub engine: Arc<dyn Engine>,
-    /// The registry client.
+    /// Checks registry digests.
     pub registry: Arc<dyn Registry>,
-    /// State, shared with running builds, which record into it.
-    pub state: Arc<Mutex<State>>,
     /// Where state is saved.
     pub state_path: std::path::PathBuf,
     /// Builds at once.
     pub parallelism: usize,
     /// Registry checks at once.
     pub check_concurrency: usize,
-    /// Grace for running builds after cancellation.
+    /// How long running builds may go on after the stop signal.
     pub shutdown_grace: Duration,
     /// Rebuild everything (first cycle with `rebuild_on_start`).
     pub rebuild_all: bool,
     /// Check and plan only.
     pub dry_run: bool,
-    /// Save state (false for `explain`, which only looks).
+    /// Save state: false for `explain`, which only looks.
     pub persist: bool,
-    /// Settle window.
+    /// How long a new digest must stay before builds start.
     pub settle: Duration,
-    /// Rate-limit reserve per registry.
+    /// Under this many requests left, a registry's checks are spaced out.
     pub rate_limit_reserve: u64,
-    /// The engine's platform (`os/arch`).
+    /// The engine's platform (`os/arch`), for builds without `platform`.
     pub engine_platform: String,
-    /// Stop signal.
+    /// The inputs to check, for a cycle that a trigger named them in; `None` checks
+    /// every input. Inputs left out keep their last observation.
+    pub only: Option<BTreeSet<Input>>,
+    /// Stop signal: no new build starts once it fires.
     pub cancel: CancellationToken,
 }
 
-/// What a cycle did.
-#[derive(Debug, Clone, Serialize)]
+/// What a cycle did: what listeners (the CLI's report, the log summary) read.
+#[derive(Debug)]
 pub struct CycleReport {
-    /// Every watched image checked.
-    pub checks: Vec<CheckReport>,
+    /// Every watched input's check.
+    pub checks: BTreeMap<Input, Check>,
     /// Every build's decision.
     pub decisions: BTreeMap<String, Decision>,
+    /// Every build's watched inputs as the plan compared them, for `explain`.
+    pub compared: BTreeMap<String, BTreeMap<Input, Compared>>,
     /// Outcomes of the builds that were rebuilt (empty in a dry run).
     pub outcomes: BTreeMap<String, Outcome>,
-    /// State that could not be saved.
-    pub state_error: Option<String>,
+    /// The last state save that failed this cycle, if any: the previous file is intact.
+    pub state_error: Option<StateError>,
     /// Wall time, seconds.
     pub seconds: f64,
     /// When a settle window ends, seconds since the Unix epoch: the next check is due then.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub recheck_at: Option<u64>,
+    /// Whatever prints this report passes its text through this, so secret build args never show.
+    pub redactor: Redactor,
 }
 
 impl CycleReport {
-    /// True when any check or build failed (exit code 1 for `--once`).
+    /// True when any check or build failed (exit code 1 for `--once`). A parent's
+    /// tag that this cycle builds first is not a failed check.
     pub fn failed(&self) -> bool {
         self.state_error.is_some()
-            || self.decisions.values().any(|d| matches!(d, Decision::CheckFailed { .. } | Decision::Error { .. }))
+            || self.checks.values().any(|c| c.seen.as_ref().is_err_and(|e| e.is_failure()))
+            || self.decisions.values().any(Decision::failed)
             || self.outcomes.values().any(|o| matches!(o, Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled))
     }
 
@@ -93,49 +102,44 @@ impl CycleReport {
     }
 }
 
-/// Runs one cycle.
-pub async fn run(input: &CycleInput) -> CycleReport {
+/// Runs one cycle over `state`, which it updates and (with `persist`) saves.
+pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
     let started = Instant::now();
     let project = &input.project;
+    let redactor = project.redactor();
     let checker = Checker {
         project,
         engine: input.engine.as_ref(),
         registry: input.registry.as_ref(),
-        state: &input.state,
         concurrency: input.check_concurrency,
         rate_limit_reserve: input.rate_limit_reserve,
+        only: input.only.as_ref(),
     };
-    let (current, checks) = checker.check_all().await;
+    let checks = checker.check_all(state, state::now_secs()).await;
+    log_checks(&checks.inputs, &redactor);
     let existing = inspect_outputs(input).await;
-    let mut state_error = None;
-    let plan = {
-        let mut st = input.state.lock().expect("state lock");
-        let plan = plan::plan(&PlanInput {
-            project,
-            current: &current,
-            existing: &existing,
-            state: &st,
-            rebuild_all: input.rebuild_all,
-            now: state::now_secs(),
-            settle_secs: input.settle.as_secs(),
-            engine_platform: &input.engine_platform,
-        });
-        st.builds.extend(plan.adopted.clone());
-        if input.persist {
-            if let Err(e) = state::save(&input.state_path, &st) {
-                state_error = Some(e.to_string());
-            }
-        }
-        plan
-    };
+    let plan = plan::plan(&PlanInput {
+        project,
+        checks: &checks.inputs,
+        existing: &existing,
+        state,
+        rebuild_all: input.rebuild_all,
+        now: state::now_secs(),
+        settle_secs: input.settle.as_secs(),
+        engine_platform: &input.engine_platform,
+    });
+    checks.record(state);
+    state.builds.extend(plan.adopted.clone());
+    let mut state_error = save(input, state).err();
     for (name, d) in &plan.decisions {
+        let reason = redactor.show(d);
         match d {
             Decision::Fresh => tracing::debug!(event = "build_fresh", build = %name, "fresh"),
             Decision::Settling { .. } => {
-                tracing::info!(event = "build_settling", build = %name, reason = %d, "waiting for the settle window")
+                tracing::info!(event = "build_settling", build = %name, %reason, "waiting for the settle window")
             }
-            d if d.rebuilds() => tracing::info!(event = "build_planned", build = %name, reason = %d, "will rebuild"),
-            d => tracing::warn!(event = "build_not_checked", build = %name, reason = %d, "not checked"),
+            d if d.rebuilds() => tracing::info!(event = "build_planned", build = %name, %reason, "will rebuild"),
+            _ => tracing::warn!(event = "build_not_checked", build = %name, %reason, "not checked"),
         }
     }
     let mut outcomes = BTreeMap::new();
@@ -147,31 +151,72 @@ pub async fn run(input: &CycleInput) -> CycleReport {
             .map(|n| (n.clone(), project.graph.parents(n).into_iter().filter(in_order).map(String::from).collect()))
             .collect();
         let builder = Arc::new(Builder {
-            state: input.state.clone(),
-            state_path: input.state_path.clone(),
             engine: input.engine.clone(),
             project: input.project.clone(),
-            current,
             engine_platform: input.engine_platform.clone(),
-            save_error: Mutex::new(None),
         });
-        outcomes = executor::execute(&plan.order, &parents, input.parallelism, &input.cancel, input.shutdown_grace, |name| {
-            let builder = builder.clone();
-            async move { builder.build(&name).await }
-        })
-        .await;
-        let save_error = builder.save_error.lock().expect("lock").take();
-        if save_error.is_some() {
-            state_error = save_error;
-        }
+        let compared = Arc::new(plan.compared.clone());
+        let run = |name: String| {
+            let (builder, compared) = (builder.clone(), compared.clone());
+            async move { builder.build(&name, &compared[&name]).await }
+        };
+        let done = |name: &str, outcome: &Outcome, record: Option<state::BuildRecord>| {
+            log_finished(name, outcome, &redactor);
+            if let Some(record) = record {
+                state.builds.insert(name.to_string(), record);
+                if let Err(e) = save(input, state) {
+                    state_error = Some(e);
+                }
+            }
+        };
+        outcomes = executor::execute(&plan.order, &parents, input.parallelism, &input.cancel, input.shutdown_grace, run, done).await;
     }
     CycleReport {
-        checks,
+        checks: checks.inputs,
         decisions: plan.decisions,
+        compared: plan.compared,
         outcomes,
         state_error,
         seconds: started.elapsed().as_secs_f64(),
         recheck_at: plan.recheck_at,
+        redactor,
+    }
+}
+
+/// Saves `state` when the cycle persists; logs a failure, which the report also carries.
+fn save(input: &CycleInput, state: &State) -> Result<(), StateError> {
+    if !input.persist {
+        return Ok(());
+    }
+    state::save(&input.state_path, state).inspect_err(|e| tracing::error!(event = "state_not_saved", error = %e, "state not saved"))
+}
+
+/// Logs each check that failed: `event=check_failed` for real failures, and
+/// `event=check_not_built` (debug) for a parent's tag that this cycle builds first.
+fn log_checks(checks: &BTreeMap<Input, Check>, redactor: &Redactor) {
+    for (input, c) in checks {
+        let Err(e) = &c.seen else { continue };
+        let error = redactor.show(e);
+        if e.is_failure() {
+            tracing::warn!(event = "check_failed", input = %input, kind = e.kind(), %error, "check failed");
+        } else {
+            tracing::debug!(event = "check_not_built", input = %input, %error, "another build produces this image");
+        }
+    }
+}
+
+/// Logs `event=build_finished` for `name`, with its status, and its seconds and error where it ran.
+fn log_finished(name: &str, outcome: &Outcome, redactor: &Redactor) {
+    let status = outcome.status();
+    match outcome {
+        Outcome::Built { seconds } => {
+            tracing::info!(event = "build_finished", build = %name, status, seconds = %format!("{seconds:.2}"), "{outcome}")
+        }
+        Outcome::Failed { error, seconds } => {
+            let (kind, error) = (error.kind(), redactor.show(error));
+            tracing::warn!(event = "build_finished", build = %name, status, kind, seconds = %format!("{seconds:.2}"), %error, "build failed")
+        }
+        _ => tracing::warn!(event = "build_finished", build = %name, status, "{outcome}"),
     }
 }
 

@@ -7,29 +7,29 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::BuildError;
+
 /// How one build of the plan ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Built and tagged.
     Built {
-        /// Wall time in seconds.
+        /// Wall time in seconds, reported and logged.
         seconds: f64,
     },
     /// The build failed.
     Failed {
-        /// The error, with the last lines of build output.
-        error: String,
+        /// Why, with the last lines of build output for a failed build.
+        error: BuildError,
         /// Wall time in seconds.
         seconds: f64,
     },
     /// Not started because a parent failed or was skipped.
     Skipped {
-        /// The parent that failed.
+        /// The parent that did not succeed, named in the report.
         parent: String,
     },
     /// Not started, or stopped, because of shutdown.
@@ -46,6 +46,14 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
         }
     }
+
+    /// The wall time of a build that ran, in seconds.
+    pub fn seconds(&self) -> Option<f64> {
+        match self {
+            Outcome::Built { seconds } | Outcome::Failed { seconds, .. } => Some(*seconds),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Outcome {
@@ -59,40 +67,40 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Logs `event=build_finished` for `name`, with its status, and its seconds and error where it ran.
-fn finished(name: &str, outcome: &Outcome) {
-    match outcome {
-        Outcome::Built { seconds } => {
-            tracing::info!(event = "build_finished", build = %name, status = outcome.status(), seconds = %format!("{seconds:.2}"), "{outcome}")
-        }
-        Outcome::Failed { error, seconds } => {
-            tracing::warn!(event = "build_finished", build = %name, status = outcome.status(), seconds = %format!("{seconds:.2}"), %error, "build failed")
-        }
-        _ => tracing::warn!(event = "build_finished", build = %name, status = outcome.status(), "{outcome}"),
-    }
-}
+/// A build's result and wall time, as its task returns them.
+type Finished<T> = (String, Result<T, BuildError>, f64);
 
 /// Runs `order` (topologically sorted build names) with `parents` (each
 /// build's parents within `order`), calling `run` for each build.
 ///
-/// `run` returns `Ok(())` on success or the error text. Returns the outcome of
-/// every build in `order`.
-pub async fn execute<F, Fut>(
+/// `run` returns what a successful build produced (`T`, its record) or its
+/// [`BuildError`]. `done` is called once per build, as soon as its outcome is
+/// known, on the caller's task, with what `run` produced for a build that
+/// succeeded: there the caller records and logs it. Returns the outcome of every build in `order`.
+pub async fn execute<T, F, Fut, D>(
     order: &[String],
     parents: &HashMap<String, Vec<String>>,
     parallelism: usize,
     cancel: &CancellationToken,
     grace: Duration,
     run: F,
+    mut done: D,
 ) -> BTreeMap<String, Outcome>
 where
+    T: Send + 'static,
     F: Fn(String) -> Fut,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<T, BuildError>> + Send + 'static,
+    D: FnMut(&str, &Outcome, Option<T>),
 {
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
-    let mut running: JoinSet<(String, Result<(), String>, f64)> = JoinSet::new();
+    let mut running: JoinSet<Finished<T>> = JoinSet::new();
     let mut started: HashSet<String> = HashSet::new();
     let parallelism = parallelism.max(1);
+    let mut stop_deadline = None;
+    let mut finish = |outcomes: &mut BTreeMap<String, Outcome>, name: String, outcome: Outcome, value: Option<T>| {
+        done(&name, &outcome, value);
+        outcomes.insert(name, outcome);
+    };
     loop {
         if !cancel.is_cancelled() {
             for name in order {
@@ -105,8 +113,7 @@ where
                 let ps = parents.get(name).map(Vec::as_slice).unwrap_or_default();
                 if let Some(bad) = ps.iter().find(|p| matches!(outcomes.get(*p), Some(o) if !matches!(o, Outcome::Built { .. }))) {
                     let skipped = Outcome::Skipped { parent: bad.clone() };
-                    finished(name, &skipped);
-                    outcomes.insert(name.clone(), skipped);
+                    finish(&mut outcomes, name.clone(), skipped, None);
                     continue;
                 }
                 if ps.iter().all(|p| matches!(outcomes.get(p), Some(Outcome::Built { .. }))) {
@@ -125,55 +132,40 @@ where
             break;
         }
         // Cancelled: no new build starts, and running ones get `grace` from now, not from when one ends.
-        if cancel.is_cancelled() {
-            wait_with_grace(&mut running, &mut outcomes, grace).await;
-            break;
-        }
-        let joined = tokio::select! {
-            j = running.join_next() => j,
-            _ = cancel.cancelled() => continue,
+        let joined = if cancel.is_cancelled() {
+            let deadline = *stop_deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
+            match tokio::time::timeout_at(deadline, running.join_next()).await {
+                Ok(j) => j,
+                Err(_) => {
+                    tracing::warn!(event = "grace_over", running = running.len(), "shutdown grace period over; abandoning running builds");
+                    running.abort_all();
+                    break;
+                }
+            }
+        } else {
+            tokio::select! {
+                j = running.join_next() => j,
+                _ = cancel.cancelled() => continue,
+            }
         };
         match joined {
-            Some(Ok((name, r, seconds))) => record(&mut outcomes, name, r, seconds),
+            Some(Ok((name, r, seconds))) => {
+                let (outcome, value) = match r {
+                    Ok(v) => (Outcome::Built { seconds }, Some(v)),
+                    Err(error) => (Outcome::Failed { error, seconds }, None),
+                };
+                finish(&mut outcomes, name, outcome, value);
+            }
             Some(Err(e)) => tracing::error!(event = "build_task_failed", error = %e, "build task ended abnormally"),
             None => break,
         }
     }
     for name in order {
         if !outcomes.contains_key(name) {
-            finished(name, &Outcome::Cancelled);
-            outcomes.insert(name.clone(), Outcome::Cancelled);
+            finish(&mut outcomes, name.clone(), Outcome::Cancelled, None);
         }
     }
     outcomes
-}
-
-fn record(outcomes: &mut BTreeMap<String, Outcome>, name: String, r: Result<(), String>, seconds: f64) {
-    let o = match r {
-        Ok(()) => Outcome::Built { seconds },
-        Err(error) => Outcome::Failed { error, seconds },
-    };
-    finished(&name, &o);
-    outcomes.insert(name, o);
-}
-
-async fn wait_with_grace(
-    running: &mut JoinSet<(String, Result<(), String>, f64)>,
-    outcomes: &mut BTreeMap<String, Outcome>,
-    grace: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + grace;
-    while !running.is_empty() {
-        match tokio::time::timeout_at(deadline, running.join_next()).await {
-            Ok(Some(Ok((name, r, seconds)))) => record(outcomes, name, r, seconds),
-            Ok(_) => {}
-            Err(_) => {
-                tracing::warn!(event = "grace_over", running = running.len(), "shutdown grace period over; abandoning running builds");
-                running.abort_all();
-                break;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -191,18 +183,25 @@ mod tests {
         let parents: HashMap<String, Vec<String>> = [("b".to_string(), s(&["a"])), ("c".to_string(), s(&["b"]))].into();
         let ran = Arc::new(Mutex::new(Vec::new()));
         let r = ran.clone();
-        let out = execute(&order, &parents, 2, &CancellationToken::new(), Duration::from_secs(1), move |n| {
+        let mut seen = Vec::new();
+        let run = move |n: String| {
             let r = r.clone();
             async move {
                 r.lock().unwrap().push(n.clone());
                 if n == "b" {
-                    Err("boom".into())
+                    Err(BuildError::Engine(crate::error::EngineError::Api("boom".into())))
                 } else {
-                    Ok(())
+                    Ok(n)
                 }
             }
+        };
+        let out = execute(&order, &parents, 2, &CancellationToken::new(), Duration::from_secs(1), run, |n, o, v| {
+            seen.push((n.to_string(), o.status(), v))
         })
         .await;
+        assert!(seen.contains(&("a".into(), "rebuilt", Some("a".into()))), "done gets what a build produced");
+        assert!(seen.contains(&("c".into(), "skipped", None)));
+        assert_eq!(seen.len(), 4, "done is called once per build");
         assert!(matches!(out["a"], Outcome::Built { .. }));
         assert!(matches!(out["b"], Outcome::Failed { .. }));
         assert_eq!(out["c"], Outcome::Skipped { parent: "b".into() });
@@ -221,7 +220,15 @@ mod tests {
             c.cancel();
         });
         let (order, parents) = (s(&["stuck", "next"]), HashMap::new());
-        let run = execute(&order, &parents, 1, &cancel, Duration::from_millis(100), |_| std::future::pending::<Result<(), String>>());
+        let run = execute(
+            &order,
+            &parents,
+            1,
+            &cancel,
+            Duration::from_millis(100),
+            |_| std::future::pending::<Result<(), BuildError>>(),
+            |_, _, _| {},
+        );
         let out = tokio::time::timeout(Duration::from_secs(5), run).await.expect("returns once the grace period is over");
         assert_eq!(out["stuck"], Outcome::Cancelled);
         assert_eq!(out["next"], Outcome::Cancelled);
@@ -232,7 +239,7 @@ mod tests {
         let order = s(&["a", "b", "c", "d", "e"]);
         let live = Arc::new(Mutex::new((0usize, 0usize)));
         let l = live.clone();
-        execute(&order, &HashMap::new(), 2, &CancellationToken::new(), Duration::from_secs(1), move |_| {
+        let run = move |_| {
             let l = l.clone();
             async move {
                 {
@@ -244,8 +251,8 @@ mod tests {
                 l.lock().unwrap().0 -= 1;
                 Ok(())
             }
-        })
-        .await;
+        };
+        execute(&order, &HashMap::new(), 2, &CancellationToken::new(), Duration::from_secs(1), run, |_, _, _| {}).await;
         assert_eq!(live.lock().unwrap().1, 2);
     }
 }

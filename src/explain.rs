@@ -4,37 +4,16 @@
 //! build's watched images, the digests it was built from, the current ones and
 //! the decision. Builds nothing and writes nothing.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::cycle::{self, CycleInput};
+use crate::output::decision_json;
 use crate::plan::Decision;
 use crate::watcher::{load_state, start, StartError, Started};
-
-#[derive(Serialize)]
-struct Watched {
-    image: String,
-    built_from: Option<String>,
-    current: Option<String>,
-    source: Option<crate::state::DigestSource>,
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Explanation<'a> {
-    build: &'a str,
-    dockerfile: String,
-    base: Option<String>,
-    watched: Vec<Watched>,
-    pinned_images: Vec<String>,
-    ignored_images: Vec<String>,
-    record_origin: Option<String>,
-    decision: Decision,
-    rebuild: bool,
-}
 
 /// Explains `build` of `config`; prints text or JSON. Returns true when the
 /// build's check failed or its Dockerfile does not resolve.
@@ -45,13 +24,12 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
     let cancel = CancellationToken::new();
     let Started { engine, platform, setup } = start(config, true, &cancel).await?;
     let opts = &setup.config.options;
-    let state = Arc::new(Mutex::new(load_state(&opts.state_file)));
+    let mut state = load_state(&opts.state_file);
     let project = Arc::new(setup.project);
     let input = CycleInput {
         project: project.clone(),
         engine,
         registry: Arc::new(setup.registry),
-        state: state.clone(),
         state_path: opts.state_file.clone(),
         parallelism: 1,
         check_concurrency: opts.check_concurrency,
@@ -62,66 +40,65 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         settle: opts.settle,
         rate_limit_reserve: opts.rate_limit_reserve,
         engine_platform: platform,
+        only: None,
         cancel,
     };
-    let report = cycle::run(&input).await;
+    let report = cycle::run(&input, &mut state).await;
+    let r = &report.redactor;
     let a = &project.builds[build];
-    let st = state.lock().expect("state lock");
-    let record = st.builds.get(build);
-    let watched: Vec<Watched> = a
-        .watched
-        .iter()
-        .map(|w| {
-            let c = report.checks.iter().find(|c| c.image == w.as_str());
-            let current = st.images.get(w.as_str()).map(|i| {
-                let platform = a.build.platform.as_deref().unwrap_or(&input.engine_platform);
-                crate::registry::select_platform(&i.platforms, platform).unwrap_or(&i.digest).to_string()
-            });
-            Watched {
-                image: w.to_string(),
-                built_from: record.and_then(|r| r.built_from.get(w.as_str()).cloned()),
-                current: c.and_then(|c| c.new.as_ref()).and(current),
-                source: c.and_then(|c| c.source),
-                error: c.and_then(|c| c.error.clone()),
-            }
-        })
-        .collect();
+    let record = state.builds.get(build);
     let decision = report.decisions.get(build).cloned().unwrap_or(Decision::Fresh);
-    let e = Explanation {
-        build,
-        dockerfile: a.build.dockerfile.display().to_string(),
-        base: a.resolution.as_ref().ok().and_then(|r| r.base.as_ref()).map(ToString::to_string),
-        watched,
-        pinned_images: a.pinned.iter().map(ToString::to_string).collect(),
-        ignored_images: a.ignored.iter().map(ToString::to_string).collect(),
-        record_origin: record.map(|r| r.origin.clone()),
-        rebuild: decision.rebuilds(),
-        decision,
-    };
+    let compared = report.compared.get(build).cloned().unwrap_or_default();
+    let base = a.resolution.as_ref().ok().and_then(|res| res.base.as_ref()).map(|b| r.show(b));
+    let pinned: Vec<String> = a.pinned.iter().map(|i| r.show(i)).collect();
+    let ignored: Vec<String> = a.ignored.iter().map(|i| r.show(i)).collect();
     if json {
+        let watched: Vec<_> = compared
+            .iter()
+            .map(|(i, c)| {
+                let source = report.checks.get(i).and_then(|c| c.seen.as_ref().ok()).map(|o| o.source);
+                json!({
+                    "image": r.show(i),
+                    "built_from": c.built_from,
+                    "current": c.current.as_ref().ok().map(|c| &c.for_build),
+                    "source": source,
+                    "error": c.current.as_ref().err().map(|e| r.show(e)),
+                })
+            })
+            .collect();
+        let e = json!({
+            "build": build,
+            "dockerfile": a.build.dockerfile.display().to_string(),
+            "base": base,
+            "watched": watched,
+            "pinned_images": pinned,
+            "ignored_images": ignored,
+            "record_origin": record.map(|rec| rec.origin.to_string()),
+            "decision": decision_json(&decision, r),
+            "rebuild": decision.rebuilds(),
+        });
         println!("{}", serde_json::to_string_pretty(&e).expect("explanation serialises"));
     } else {
-        println!("build {} ({})", e.build, e.dockerfile);
-        println!("  base: {}", e.base.as_deref().unwrap_or("scratch"));
-        for w in &e.watched {
-            println!("  watches {}", w.image);
-            println!("    built from: {}", w.built_from.as_deref().unwrap_or("(no record)"));
-            match &w.error {
-                Some(err) => println!("    current:    check failed: {err}"),
-                None => match (&w.current, w.source) {
-                    (Some(current), Some(source)) => println!("    current:    {current} (from the {source})"),
-                    _ => println!("    current:    -"),
-                },
+        println!("build {build} ({})", a.build.dockerfile.display());
+        println!("  base: {}", base.as_deref().unwrap_or("scratch"));
+        for (i, c) in &compared {
+            println!("  watches {}", r.show(i));
+            println!("    built from: {}", c.built_from.as_deref().unwrap_or("(no record)"));
+            let source = report.checks.get(i).and_then(|c| c.seen.as_ref().ok()).map(|o| o.source);
+            match (&c.current, source) {
+                (Err(e), _) => println!("    current:    check failed: {}", r.show(e)),
+                (Ok(current), Some(source)) => println!("    current:    {} (from the {source})", current.for_build),
+                (Ok(current), None) => println!("    current:    {}", current.for_build),
             }
         }
-        for p in &e.pinned_images {
+        for p in &pinned {
             println!("  pinned {p} (never checked: a digest-pinned image cannot change)");
         }
-        for i in &e.ignored_images {
+        for i in &ignored {
             println!("  ignored {i} (# freshen:ignore)");
         }
-        let verdict = if e.rebuild { "would be rebuilt" } else { "would not be rebuilt" };
-        println!("  {verdict}: {}", e.decision);
+        let verdict = if decision.rebuilds() { "would be rebuilt" } else { "would not be rebuilt" };
+        println!("  {verdict}: {}", r.show(&decision));
     }
-    Ok(matches!(e.decision, Decision::CheckFailed { .. } | Decision::Error { .. }))
+    Ok(decision.failed())
 }

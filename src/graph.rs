@@ -32,6 +32,9 @@ pub struct CycleError(pub Vec<String>);
 pub struct BuildGraph {
     graph: DiGraph<String, ()>,
     index: HashMap<String, NodeIndex>,
+    /// Tag → the node of the build that produces it: the edges come from it, and
+    /// the checks ask it whether an image is another build's output.
+    producers: HashMap<ImageRef, NodeIndex>,
 }
 
 impl BuildGraph {
@@ -43,18 +46,18 @@ impl BuildGraph {
     pub fn new(nodes: &[Node]) -> Result<Self, CycleError> {
         let mut graph = DiGraph::new();
         let mut index = HashMap::new();
-        let mut producer: HashMap<&ImageRef, NodeIndex> = HashMap::new();
+        let mut producers: HashMap<ImageRef, NodeIndex> = HashMap::new();
         for n in nodes {
             let i = graph.add_node(n.name.clone());
             index.insert(n.name.clone(), i);
             for t in &n.tags {
-                producer.insert(t, i);
+                producers.insert(t.clone(), i);
             }
         }
         for n in nodes {
             let child = index[&n.name];
             for u in &n.uses {
-                if let Some(&parent) = producer.get(u) {
+                if let Some(&parent) = producers.get(u) {
                     if graph.find_edge(parent, child).is_none() {
                         graph.add_edge(parent, child, ());
                     }
@@ -69,7 +72,7 @@ impl BuildGraph {
                 return Err(CycleError(names));
             }
         }
-        Ok(BuildGraph { graph, index })
+        Ok(BuildGraph { graph, index, producers })
     }
 
     fn neighbours(&self, name: &str, dir: Direction) -> Vec<&str> {
@@ -124,18 +127,34 @@ impl BuildGraph {
         out
     }
 
-    /// The graph in Graphviz dot, nodes and edges sorted by name.
-    pub fn to_dot(&self) -> String {
+    /// The graph in Graphviz dot, nodes and edges sorted by name; `external(build)`
+    /// names the images outside the graph that a build watches, drawn as dashed boxes.
+    pub fn to_dot(&self, external: impl Fn(&str) -> Vec<String>) -> String {
         let mut out = String::from("digraph freshen {\n  rankdir=LR;\n");
         for name in self.order() {
-            out.push_str(&format!("  {name:?};\n"));
+            let n = dot_id(&name);
+            out.push_str(&format!("  {n};\n"));
             for c in self.children(&name) {
-                out.push_str(&format!("  {name:?} -> {c:?};\n"));
+                out.push_str(&format!("  {n} -> {};\n", dot_id(c)));
+            }
+            for image in external(&name) {
+                let i = dot_id(&image);
+                out.push_str(&format!("  {i} [shape=box, style=dashed];\n  {i} -> {n} [style=dashed];\n"));
             }
         }
         out.push_str("}\n");
         out
     }
+
+    /// The build that produces `image` as one of its tags, if any.
+    pub fn producer_of(&self, image: &ImageRef) -> Option<&str> {
+        self.producers.get(image).map(|&i| self.graph[i].as_str())
+    }
+}
+
+/// `s` as a quoted Graphviz ID, with double quotes and backslashes escaped (Graphviz DOT language, "ID").
+fn dot_id(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 #[cfg(test)]

@@ -2,80 +2,151 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde_json::{json, Map, Value};
 
+use crate::config::Redactor;
 use crate::cycle::CycleReport;
 use crate::executor::Outcome;
-use crate::plan::Decision;
+use crate::input::{Check, Input};
+use crate::plan::{Decision, Waiting};
 use crate::project::{self, Project};
 
-/// One build's line in a cycle summary.
-#[derive(Debug, Serialize)]
-pub struct BuildSummary<'a> {
-    /// Build name.
-    pub name: &'a str,
-    /// `rebuilt`, `failed`, `skipped`, `cancelled`, `would_rebuild`, `fresh`,
-    /// `settling`, `check_failed` or `error`.
-    pub status: &'static str,
-    /// Why: the planner's decision.
-    pub reason: &'a Decision,
-    /// Build wall time in seconds, for builds that ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seconds: Option<f64>,
-    /// The error, for failed builds (with the last lines of build output).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a str>,
+/// A build's status in a cycle summary: its outcome's when it ran
+/// (`rebuilt`, `failed`, `skipped`, `cancelled`), else from its decision
+/// (`would_rebuild`, `fresh`, `settling`, `check_failed`, `error`).
+pub fn build_status(report: &CycleReport, name: &str) -> &'static str {
+    match (report.outcomes.get(name), &report.decisions[name]) {
+        (Some(o), _) => o.status(),
+        (None, d) if d.rebuilds() => "would_rebuild",
+        (None, Decision::Settling { .. }) => "settling",
+        (None, Decision::CheckFailed { .. }) => "check_failed",
+        (None, Decision::Error(_)) => "error",
+        (None, _) => "fresh",
+    }
 }
 
-/// Each build's status in `report`.
-pub fn build_summaries(report: &CycleReport) -> Vec<BuildSummary<'_>> {
-    report
+/// A decision as JSON: `{"status": …}` with the decision's fields; text redacted.
+pub fn decision_json(d: &Decision, r: &Redactor) -> Value {
+    let mut v = Map::new();
+    v.insert("status".into(), d.status().into());
+    match d {
+        Decision::Changed { input, old, new } => {
+            v.insert("image".into(), r.show(input).into());
+            v.insert("old".into(), old.as_str().into());
+            v.insert("new".into(), new.as_str().into());
+        }
+        Decision::ParentRebuilt { parent } => {
+            v.insert("parent".into(), parent.as_str().into());
+        }
+        Decision::Settling { on, ready_at } => {
+            match on {
+                Waiting::Input(i) => v.insert("image".into(), r.show(i).into()),
+                Waiting::Build(b) => v.insert("build".into(), b.as_str().into()),
+            };
+            v.insert("ready_at".into(), (*ready_at).into());
+        }
+        Decision::CheckFailed { input, error } => {
+            v.insert("image".into(), r.show(input).into());
+            v.insert("kind".into(), error.kind().into());
+            v.insert("reason".into(), r.redact(&format!("{input}: {error}")).into());
+        }
+        Decision::Error(e) => {
+            v.insert("reason".into(), r.show(e).into());
+        }
+        Decision::Fresh | Decision::Missing | Decision::RebuildOnStart => {}
+    }
+    Value::Object(v)
+}
+
+/// An outcome as JSON: `{"outcome": "built"|"failed"|"skipped"|"cancelled", …}`; errors redacted.
+fn outcome_json(o: &Outcome, r: &Redactor) -> Value {
+    match o {
+        Outcome::Built { seconds } => json!({"outcome": "built", "seconds": seconds}),
+        Outcome::Failed { error, seconds } => {
+            json!({"outcome": "failed", "kind": error.kind(), "error": r.show(error), "seconds": seconds})
+        }
+        Outcome::Skipped { parent } => json!({"outcome": "skipped", "parent": parent}),
+        Outcome::Cancelled => json!({"outcome": "cancelled"}),
+    }
+}
+
+/// One input's check as JSON: `image`, `old`, `new`, `source`, and `error` with its `kind` when it failed.
+fn check_json(input: &Input, c: &Check, r: &Redactor) -> Value {
+    let mut v = json!({"image": r.show(input), "old": c.old, "new": null, "source": null, "error": null});
+    match &c.seen {
+        Ok(o) => {
+            v["new"] = o.digest.as_str().into();
+            v["source"] = json!(o.source);
+        }
+        Err(e) => {
+            v["error"] = r.show(e).into();
+            v["kind"] = e.kind().into();
+        }
+    }
+    if c.deferred {
+        v["deferred"] = true.into();
+    }
+    v
+}
+
+/// The JSON report of `--once --format json`: `checks`, `decisions`, `outcomes`,
+/// `builds` (one summary a build), `state_error`, `seconds` and `recheck_at`.
+pub fn report_json(report: &CycleReport) -> Value {
+    let r = &report.redactor;
+    let builds: Vec<Value> = report
         .decisions
         .iter()
         .map(|(name, d)| {
-            let (status, seconds, error) = match (report.outcomes.get(name), d) {
-                (Some(o @ Outcome::Built { seconds }), _) => (o.status(), Some(*seconds), None),
-                (Some(o @ Outcome::Failed { error, seconds }), _) => (o.status(), Some(*seconds), Some(error.as_str())),
-                (Some(o), _) => (o.status(), None, None),
-                (None, d) if d.rebuilds() => ("would_rebuild", None, None),
-                (None, Decision::Settling { .. }) => ("settling", None, None),
-                (None, Decision::CheckFailed { .. }) => ("check_failed", None, None),
-                (None, Decision::Error { .. }) => ("error", None, None),
-                (None, _) => ("fresh", None, None),
-            };
-            BuildSummary { name, status, reason: d, seconds, error }
+            let mut b = json!({"name": name, "status": build_status(report, name), "reason": decision_json(d, r)});
+            let outcome = report.outcomes.get(name);
+            if let Some(s) = outcome.and_then(Outcome::seconds) {
+                b["seconds"] = s.into();
+            }
+            if let Some(Outcome::Failed { error, .. }) = outcome {
+                b["error"] = r.show(error).into();
+            }
+            b
         })
-        .collect()
+        .collect();
+    let mut v = json!({
+        "checks": report.checks.iter().map(|(i, c)| check_json(i, c, r)).collect::<Vec<_>>(),
+        "decisions": report.decisions.iter().map(|(n, d)| (n.clone(), decision_json(d, r))).collect::<Map<_, _>>(),
+        "outcomes": report.outcomes.iter().map(|(n, o)| (n.clone(), outcome_json(o, r))).collect::<Map<_, _>>(),
+        "builds": builds,
+        "state_error": report.state_error.as_ref().map(|e| r.show(e)),
+        "seconds": report.seconds,
+    });
+    if let Some(at) = report.recheck_at {
+        v["recheck_at"] = at.into();
+    }
+    v
 }
 
-/// Prints a cycle report: JSON (`checks`, `builds`, `decisions`, `outcomes`) or one line a build.
-pub fn print_report(r: &CycleReport, json: bool) {
-    let builds = build_summaries(r);
+/// Prints a cycle report: JSON ([`report_json`]) or one line a check and a build; text redacted.
+pub fn print_report(report: &CycleReport, json: bool) {
     if json {
-        let mut v = serde_json::to_value(r).expect("report serialises");
-        v["builds"] = serde_json::to_value(&builds).expect("summaries serialise");
-        println!("{}", serde_json::to_string_pretty(&v).expect("report serialises"));
+        println!("{}", serde_json::to_string_pretty(&report_json(report)).expect("report serialises"));
         return;
     }
-    for c in &r.checks {
-        match (&c.error, &c.old, &c.new) {
-            (Some(e), _, _) => println!("check {}: failed: {e}", c.image),
-            (None, Some(o), Some(n)) if o != n => println!("check {}: {} → {}", c.image, o, n),
-            (None, _, Some(n)) => println!("check {}: {}", c.image, n),
-            _ => {}
+    let r = &report.redactor;
+    for (input, c) in &report.checks {
+        match (&c.seen, &c.old) {
+            (Err(e), _) => println!("check {}: failed: {}", r.show(input), r.show(e)),
+            (Ok(o), Some(old)) if *old != o.digest => println!("check {}: {old} → {}", r.show(input), o.digest),
+            (Ok(o), _) => println!("check {}: {}", r.show(input), o.digest),
         }
     }
-    for b in &builds {
-        let mut line = format!("{}: {}", b.name, b.status.replace('_', " "));
-        if let Some(s) = b.seconds {
+    for (name, d) in &report.decisions {
+        let mut line = format!("{name}: {}", build_status(report, name).replace('_', " "));
+        let outcome = report.outcomes.get(name);
+        if let Some(s) = outcome.and_then(Outcome::seconds) {
             line.push_str(&format!(" in {s:.1}s"));
         }
-        match b.reason {
-            Decision::Fresh => {}
-            d => line.push_str(&format!(" ({d})")),
+        if !matches!(d, Decision::Fresh) {
+            line.push_str(&format!(" ({})", r.show(d)));
         }
-        if let Some(e) = b.error {
-            line.push_str(&format!("\n{e}"));
+        if let Some(Outcome::Failed { error, .. }) = outcome {
+            line.push_str(&format!("\n{}", r.show(error)));
         }
         println!("{line}");
     }
@@ -114,7 +185,7 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
 /// "watched": {build: [external images]}}`.
 pub fn print_graph(project: &Project, json: bool) {
     let external = |name: &str| -> Vec<String> {
-        project.builds[name].watched.iter().filter(|w| project.producer_of(w).is_none()).map(ToString::to_string).collect()
+        project.builds[name].images().filter(|w| project.producer_of(w).is_none()).map(ToString::to_string).collect()
     };
     let order = project.graph.order();
     if json {
@@ -124,13 +195,6 @@ pub fn print_graph(project: &Project, json: bool) {
         println!("{}", serde_json::json!({"nodes": order, "edges": edges, "watched": watched}));
         return;
     }
-    let mut dot = project.graph.to_dot();
-    dot.truncate(dot.trim_end().len() - 1); // reopen the closing brace
-    for n in &order {
-        for image in external(n) {
-            dot.push_str(&format!("  {image:?} [shape=box, style=dashed];\n  {image:?} -> {n:?} [style=dashed];\n"));
-        }
-    }
-    dot.push_str("}\n");
+    let dot = project.graph.to_dot(external);
     print!("{dot}");
 }

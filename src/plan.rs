@@ -2,7 +2,7 @@
 //! builds to rebuild this cycle, in what order, and why. Pure: no I/O.
 //!
 //! A build is stale when its first tag is missing in the engine, or when the
-//! current digest of any watched image differs from the one it was last built
+//! current digest of any watched input differs from the one it was last built
 //! from. The affected set is the stale builds plus all their descendants.
 //! Builds with no record whose image exists are adopted as a baseline (from
 //! their labels when freshen built them), not rebuilt.
@@ -15,104 +15,116 @@
 //! descendants.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 
-use serde::Serialize;
-
+use crate::error::{CheckError, ResolveError};
+use crate::input::{Check, Input};
 use crate::project::Project;
-use crate::state::{BuildRecord, State};
+use crate::state::{BuildRecord, Origin, State};
 
-/// What is known now of one watched image.
+/// The digests of one watched input of one build, as the plan compared them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compared {
+    /// The digest the build was last built from, when it has a record.
+    pub built_from: Option<String>,
+    /// The current digests, or why there are none.
+    pub current: Result<Current, CheckError>,
+}
+
+/// The current digests of one input, for one build's platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
-    /// Top-level digest (`sha256:…`): the index digest for multi-platform images.
+    /// The top-level digest (the index's for a multi-platform image): what a pulled
+    /// image's `RepoDigests` show.
     pub digest: String,
-    /// Platform (`os/arch[/variant]`) → child manifest digest, for an index; else empty.
-    pub platforms: BTreeMap<String, String>,
-    /// When this digest was first seen, seconds since the Unix epoch.
+    /// The digest compared and recorded for the build: the platform's child manifest
+    /// for an index ([`crate::input::Observation::for_platform`]), else `digest`.
+    pub for_build: String,
+    /// When this digest was first seen, seconds since the Unix epoch: the settle window counts from it.
     pub since: u64,
-}
-
-impl Current {
-    /// The digest to compare for a build on `platform`: the child's for an
-    /// index that has one for the platform, else the top-level digest.
-    pub fn for_platform(&self, platform: &str) -> &str {
-        crate::registry::select_platform(&self.platforms, platform).unwrap_or(&self.digest)
-    }
-}
-
-/// The current digest of one watched image, or why it is unknown.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observed {
-    /// Known this cycle.
-    Digest(Current),
-    /// The check failed; the text says why.
-    Failed(String),
 }
 
 /// What the engine has under a build's first tag.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Existing {
-    /// Whether the first tag exists.
+    /// Whether the first tag exists: a missing one is rebuilt.
     pub exists: bool,
-    /// The `built_from` map re-seeded from the image's freshen labels, when present.
-    pub labels: Option<BTreeMap<String, String>>,
+    /// The `built_from` map re-seeded from the image's freshen labels, when present:
+    /// a lost state file then costs no rebuild.
+    pub labels: Option<BTreeMap<Input, String>>,
+}
+
+/// What a settling build waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// A watched input whose new digest is inside its settle window.
+    Input(Input),
+    /// A parent build that is itself settling.
+    Build(String),
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Waiting::Input(i) => write!(f, "{i}"),
+            Waiting::Build(b) => write!(f, "build {b}"),
+        }
+    }
 }
 
 /// Why a build is rebuilt, or not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Nothing changed.
     Fresh,
     /// Rebuild: the first tag is missing in the engine.
     Missing,
-    /// Rebuild: a watched image has a new digest.
+    /// Rebuild: a watched input has a new digest.
     Changed {
-        /// The watched image.
-        image: String,
-        /// Digest the build was built from.
+        /// The input that changed.
+        input: Input,
+        /// The digest the build was built from.
         old: String,
-        /// Digest now.
+        /// The digest now.
         new: String,
     },
     /// Rebuild: `rebuild_on_start` is set and this is the first cycle.
     RebuildOnStart,
     /// Rebuild: a parent build is rebuilt this cycle.
     ParentRebuilt {
-        /// The parent.
+        /// The parent, named in the report.
         parent: String,
     },
-    /// Not yet: a changed image (or an ancestor's) is inside its settle window.
+    /// Not yet: a changed input (or an ancestor build) is inside its settle window.
     Settling {
-        /// The image still settling, or the ancestor build waiting on one.
-        image: String,
-        /// When the window ends, seconds since the Unix epoch.
+        /// What the build waits for.
+        on: Waiting,
+        /// When the window ends, seconds since the Unix epoch: the next check is due then.
         ready_at: u64,
     },
-    /// Not rebuilt: a watched image could not be checked.
+    /// Not rebuilt: a watched input could not be checked.
     CheckFailed {
-        /// Why.
-        reason: String,
+        /// The input.
+        input: Input,
+        /// Why its check failed.
+        error: CheckError,
     },
     /// Not rebuilt: the Dockerfile could not be resolved.
-    Error {
-        /// Why.
-        reason: String,
-    },
+    Error(ResolveError),
 }
 
-impl std::fmt::Display for Decision {
+impl fmt::Display for Decision {
     /// The decision in words, as `plan`, `explain`, the text report and the logs show it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Decision::Fresh => f.write_str("nothing changed"),
             Decision::Missing => f.write_str("image missing"),
-            Decision::Changed { image, old, new } => write!(f, "{image} changed {old} → {new}"),
+            Decision::Changed { input, old, new } => write!(f, "{input} changed {old} → {new}"),
             Decision::RebuildOnStart => f.write_str("rebuild_on_start"),
             Decision::ParentRebuilt { parent } => write!(f, "parent {parent} rebuilt"),
-            Decision::Settling { image, ready_at } => write!(f, "{image} settling until {}", rfc3339(*ready_at)),
-            Decision::CheckFailed { reason } => write!(f, "check failed: {reason}"),
-            Decision::Error { reason } => f.write_str(reason),
+            Decision::Settling { on, ready_at } => write!(f, "{on} settling until {}", rfc3339(*ready_at)),
+            Decision::CheckFailed { input, error } => write!(f, "check failed: {input}: {error}"),
+            Decision::Error(e) => write!(f, "{e}"),
         }
     }
 }
@@ -127,6 +139,30 @@ impl Decision {
     pub fn rebuilds(&self) -> bool {
         matches!(self, Decision::Missing | Decision::Changed { .. } | Decision::RebuildOnStart | Decision::ParentRebuilt { .. })
     }
+
+    /// The decision's name, as the JSON report's `status` gives it: `fresh`,
+    /// `missing`, `changed`, `rebuild_on_start`, `parent_rebuilt`, `settling`, `check_failed` or `error`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Decision::Fresh => "fresh",
+            Decision::Missing => "missing",
+            Decision::Changed { .. } => "changed",
+            Decision::RebuildOnStart => "rebuild_on_start",
+            Decision::ParentRebuilt { .. } => "parent_rebuilt",
+            Decision::Settling { .. } => "settling",
+            Decision::CheckFailed { .. } => "check_failed",
+            Decision::Error(_) => "error",
+        }
+    }
+
+    /// True when the decision reports a failure: a real check failure or a Dockerfile error.
+    pub fn failed(&self) -> bool {
+        match self {
+            Decision::CheckFailed { error, .. } => error.is_failure(),
+            Decision::Error(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A cycle's plan.
@@ -134,10 +170,13 @@ impl Decision {
 pub struct Plan {
     /// Every build's decision.
     pub decisions: BTreeMap<String, Decision>,
+    /// Every build's watched inputs as compared: what `explain` shows, and the
+    /// digests a rebuild records.
+    pub compared: BTreeMap<String, BTreeMap<Input, Compared>>,
     /// Builds to rebuild, in topological order.
     pub order: Vec<String>,
     /// Records to store for builds adopted as a baseline, re-seeded from
-    /// labels, or fresh with newly watched images.
+    /// labels, or fresh with newly watched inputs.
     pub adopted: BTreeMap<String, BuildRecord>,
     /// Earliest end of a settle window, when something is settling: the next check is due then.
     pub recheck_at: Option<u64>,
@@ -148,19 +187,19 @@ pub struct Plan {
 pub struct PlanInput<'a> {
     /// The resolved project.
     pub project: &'a Project,
-    /// A digest (or failure) for every watched image of every build, by normalised reference.
-    pub current: &'a HashMap<String, Observed>,
+    /// This cycle's check of every watched input.
+    pub checks: &'a BTreeMap<Input, Check>,
     /// What the engine has under each build's first tag.
     pub existing: &'a HashMap<String, Existing>,
-    /// State before this cycle.
+    /// State before this cycle: each build's record.
     pub state: &'a State,
     /// First cycle with `rebuild_on_start`.
     pub rebuild_all: bool,
-    /// Now, seconds since the Unix epoch.
+    /// Now, seconds since the Unix epoch: settle windows end against it.
     pub now: u64,
     /// Settle window, seconds.
     pub settle_secs: u64,
-    /// The engine's platform, for builds without `platform`.
+    /// The engine's platform, for builds without `platform`: picks the digest of a multi-platform image.
     pub engine_platform: &'a str,
 }
 
@@ -168,36 +207,39 @@ pub struct PlanInput<'a> {
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     for (name, a) in &input.project.builds {
-        if let Some(reason) = a.error_text() {
-            out.decisions.insert(name.clone(), Decision::Error { reason });
+        if let Err(e) = &a.resolution {
+            out.decisions.insert(name.clone(), Decision::Error(e.clone()));
             continue;
         }
         let platform = a.build.platform.as_deref().unwrap_or(input.engine_platform);
-        let digests: BTreeMap<String, Result<(String, u64), String>> = a
-            .watched
+        let current: BTreeMap<Input, Result<Current, CheckError>> = a
+            .inputs
             .iter()
-            .map(|w| {
-                let v = match input.current.get(w.as_str()) {
-                    Some(Observed::Digest(c)) => Ok((c.for_platform(platform).to_string(), c.since)),
-                    Some(Observed::Failed(e)) => Err(e.clone()),
-                    None => Err("not checked".to_string()),
+            .map(|i| {
+                let c = match input.checks.get(i).map(|c| &c.seen) {
+                    Some(Ok(o)) => {
+                        Ok(Current { digest: o.digest.clone(), for_build: o.for_platform(platform).to_string(), since: o.since })
+                    }
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(CheckError::NotChecked),
                 };
-                (w.to_string(), v)
+                (i.clone(), c)
             })
             .collect();
-        let known: BTreeMap<String, String> = digests.iter().filter_map(|(k, v)| Some((k.clone(), v.as_ref().ok()?.0.clone()))).collect();
+        let known: BTreeMap<Input, String> =
+            current.iter().filter_map(|(k, v)| Some((k.clone(), v.as_ref().ok()?.for_build.clone()))).collect();
         let ex = input.existing.get(name).cloned().unwrap_or_default();
         let record = input.state.builds.get(name).cloned().or_else(|| {
             let (built_from, origin) = match &ex.labels {
                 _ if !ex.exists => return None,
-                Some(l) => (l.clone(), "labels"),
-                None => (known.clone(), "baseline"),
+                Some(l) => (l.clone(), Origin::Labels),
+                None => (known.clone(), Origin::Baseline),
             };
-            let r = BuildRecord { built_from, image_id: None, recorded_at: input.now, origin: origin.into() };
+            let r = BuildRecord { built_from, image_id: None, recorded_at: input.now, origin };
             out.adopted.insert(name.clone(), r.clone());
             Some(r)
         });
-        let decision = decide(&digests, record.as_ref(), ex.exists, input);
+        let decision = decide(&current, record.as_ref(), ex.exists, input);
         if let (Decision::Fresh, Some(r)) = (&decision, &record) {
             if known.keys().any(|k| !r.built_from.contains_key(k)) {
                 let mut r = out.adopted.get(name).cloned().unwrap_or_else(|| r.clone());
@@ -207,6 +249,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 out.adopted.insert(name.clone(), r);
             }
         }
+        let compared = current
+            .into_iter()
+            .map(|(i, current)| {
+                let built_from = record.as_ref().and_then(|r| r.built_from.get(&i)).cloned();
+                (i, Compared { built_from, current })
+            })
+            .collect();
+        out.compared.insert(name.clone(), compared);
         out.decisions.insert(name.clone(), decision);
     }
     schedule(input.project, &mut out);
@@ -224,7 +274,7 @@ fn schedule(project: &Project, out: &mut Plan) {
     let held = project.graph.with_descendants(settling.iter().map(String::as_str));
     let affected: BTreeSet<String> = project.graph.with_descendants(stale.iter().map(String::as_str));
     for name in project.graph.order() {
-        if !affected.contains(&name) || matches!(out.decisions[&name], Decision::Error { .. }) {
+        if !affected.contains(&name) || matches!(out.decisions[&name], Decision::Error(_)) {
             continue;
         }
         if held.contains(&name) {
@@ -235,7 +285,7 @@ fn schedule(project: &Project, out: &mut Plan) {
                     Some(Decision::Settling { ready_at, .. }) => *ready_at,
                     _ => 0,
                 };
-                out.decisions.insert(name.clone(), Decision::Settling { image: format!("build {via}"), ready_at });
+                out.decisions.insert(name.clone(), Decision::Settling { on: Waiting::Build(via), ready_at });
             }
             continue;
         }
@@ -248,7 +298,7 @@ fn schedule(project: &Project, out: &mut Plan) {
 }
 
 fn decide(
-    digests: &BTreeMap<String, Result<(String, u64), String>>,
+    current: &BTreeMap<Input, Result<Current, CheckError>>,
     record: Option<&BuildRecord>,
     exists: bool,
     input: &PlanInput<'_>,
@@ -260,24 +310,24 @@ fn decide(
         return Decision::RebuildOnStart;
     }
     let (mut changed, mut settling, mut failed) = (None, None, None);
-    for (image, observed) in digests {
-        match observed {
-            Ok((new, since)) => match record.and_then(|r| r.built_from.get(image)) {
-                Some(old) if old != new => {
-                    let ready_at = since + input.settle_secs;
+    for (i, c) in current {
+        match c {
+            Ok(c) => match record.and_then(|r| r.built_from.get(i)) {
+                Some(old) if *old != c.for_build => {
+                    let ready_at = c.since + input.settle_secs;
                     if ready_at > input.now {
                         let later = matches!(settling, Some(Decision::Settling { ready_at: r, .. }) if r >= ready_at);
                         if !later {
-                            settling = Some(Decision::Settling { image: image.clone(), ready_at });
+                            settling = Some(Decision::Settling { on: Waiting::Input(i.clone()), ready_at });
                         }
                     } else {
-                        changed.get_or_insert_with(|| Decision::Changed { image: image.clone(), old: old.clone(), new: new.clone() });
+                        changed.get_or_insert_with(|| Decision::Changed { input: i.clone(), old: old.clone(), new: c.for_build.clone() });
                     }
                 }
                 _ => {}
             },
-            Err(reason) => {
-                failed.get_or_insert_with(|| Decision::CheckFailed { reason: format!("{image}: {reason}") });
+            Err(error) => {
+                failed.get_or_insert_with(|| Decision::CheckFailed { input: i.clone(), error: error.clone() });
             }
         }
     }

@@ -6,29 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::config::{Build, Config};
+use crate::config::{Build, Config, Redactor};
 use crate::dockerfile::{self, DockerfileError, Resolution, ResolveInput};
+pub use crate::error::ResolveError;
 use crate::graph::{BuildGraph, CycleError, Node};
+use crate::input::Input;
 use crate::reference::ImageRef;
 
 /// Largest Dockerfile read, in bytes (16 MiB); a larger one is an error for its build.
 pub const MAX_DOCKERFILE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Why a build's Dockerfile could not be resolved: an error for that build alone.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    /// The Dockerfile could not be read (missing, unreadable, too large, not UTF-8).
-    #[error("{0}")]
-    Read(String),
-    /// The Dockerfile does not resolve (syntax, a variable, a reference, the target).
-    #[error("{}: {source}", .path.display())]
-    Dockerfile {
-        /// The Dockerfile.
-        path: std::path::PathBuf,
-        /// What the resolver found.
-        source: DockerfileError,
-    },
-}
 
 /// One build after resolution.
 #[derive(Debug, Clone)]
@@ -37,11 +23,11 @@ pub struct Analysed {
     pub build: Build,
     /// The resolved base, or why the Dockerfile does not resolve (file, line and what is wrong).
     pub resolution: Result<Resolution, ResolveError>,
-    /// What the build watches, and so what is checked and what triggers it:
-    /// `Resolution::watched(build.watch_stages)` (no `# freshen:ignore`d and no
-    /// digest-pinned image), plus `additional_images`, minus `exclude_images`;
+    /// What the build depends on, and so what is checked and what triggers it:
+    /// the images of `Resolution::watched(build.watch_stages)` (no `# freshen:ignore`d
+    /// and no digest-pinned image), plus `additional_images`, minus `exclude_images`;
     /// normalised, sorted, without duplicates. Graph edges come from it too.
-    pub watched: Vec<ImageRef>,
+    pub inputs: Vec<Input>,
     /// Digest-pinned images the build uses: never checked (they cannot change),
     /// listed so that `plan` can say why they are not watched.
     pub pinned: Vec<ImageRef>,
@@ -50,9 +36,9 @@ pub struct Analysed {
 }
 
 impl Analysed {
-    /// The per-build error as text, with secret build arg values replaced by `***`.
-    pub fn error_text(&self) -> Option<String> {
-        self.resolution.as_ref().err().map(|e| self.build.redact(&e.to_string()))
+    /// The images among [`Analysed::inputs`].
+    pub fn images(&self) -> impl Iterator<Item = &ImageRef> {
+        self.inputs.iter().filter_map(Input::image)
     }
 }
 
@@ -63,14 +49,18 @@ pub struct Project {
     pub builds: BTreeMap<String, Analysed>,
     /// Dependency graph over all builds (builds with errors are nodes without edges to parents).
     pub graph: BuildGraph,
-    /// Tag → the build that produces it.
-    producers: HashMap<ImageRef, String>,
 }
 
 impl Project {
     /// The build that produces `image` as one of its tags, if any.
     pub fn producer_of(&self, image: &ImageRef) -> Option<&str> {
-        self.producers.get(image).map(String::as_str)
+        self.graph.producer_of(image)
+    }
+
+    /// The [`Redactor`] of every build's secret build arg values: what a cycle's
+    /// logs and report pass their text through.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(self.builds.values().flat_map(|a| a.build.secrets.iter().cloned()))
     }
 }
 
@@ -133,11 +123,12 @@ pub fn analyse(
         };
         builds.insert(b.name.clone(), watch(b, resolution));
     }
-    let nodes: Vec<Node> =
-        builds.values().map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.watched.clone() }).collect();
+    let nodes: Vec<Node> = builds
+        .values()
+        .map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.images().cloned().collect() })
+        .collect();
     let graph = BuildGraph::new(&nodes)?;
-    let producers = builds.values().flat_map(|a| a.build.tags.iter().map(|t| (t.clone(), a.build.name.clone()))).collect();
-    Ok(Project { builds, graph, producers })
+    Ok(Project { builds, graph })
 }
 
 /// What `b` watches, given its resolution: the one place the watch rules of
@@ -156,7 +147,8 @@ fn watch(b: &Build, resolution: Result<Resolution, ResolveError>) -> Analysed {
         list.sort();
         list.dedup();
     }
-    Analysed { build: b.clone(), resolution, watched, pinned, ignored }
+    let inputs = watched.into_iter().map(Input::Image).collect();
+    Analysed { build: b.clone(), resolution, inputs, pinned, ignored }
 }
 
 /// One build in `freshen plan --format json`.
@@ -202,7 +194,8 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
         .values()
         .map(|a| {
             let r = a.resolution.as_ref().ok();
-            let list = |images: &[ImageRef]| images.iter().map(|i| a.build.redact(i.as_str())).collect();
+            let redactor = a.build.redactor();
+            let list = |images: &[ImageRef]| images.iter().map(|i| redactor.redact(i.as_str())).collect();
             let invalid = match &a.resolution {
                 Err(ResolveError::Dockerfile { source: DockerfileError::Reference { text, .. }, .. }) => Some(text.as_str()),
                 _ => None,
@@ -210,14 +203,14 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
             PlanEntry {
                 name: a.build.name.clone(),
                 dockerfile: a.build.dockerfile.strip_prefix(config_dir).unwrap_or(&a.build.dockerfile).display().to_string(),
-                from: r.map(|r| r.from.as_str()).or(invalid).map(|f| a.build.redact(f)),
-                base: r.and_then(|r| r.base.as_ref()).map(|b| a.build.redact(b.as_str())),
+                from: r.map(|r| r.from.as_str()).or(invalid).map(|f| redactor.redact(f)),
+                base: r.and_then(|r| r.base.as_ref()).map(|b| redactor.redact(b.as_str())),
                 pinned: r.is_some_and(Resolution::pinned),
                 parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
-                watched: list(&a.watched),
+                watched: list(&a.images().cloned().collect::<Vec<_>>()),
                 pinned_images: list(&a.pinned),
                 ignored_images: list(&a.ignored),
-                error: a.error_text(),
+                error: a.resolution.as_ref().err().map(|e| redactor.redact(&e.to_string())),
             }
         })
         .collect();

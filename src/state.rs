@@ -1,5 +1,6 @@
-//! The versioned state file: the digests last seen for each watched image, and
-//! what each build was last built from.
+//! The versioned state file: what the last check saw of each watched input, and
+//! what each build was last built from. Only the cycle writes it
+//! ([`crate::cycle`]), after the checks and after each build.
 //!
 //! Writes are atomic (temp file in the same folder, fsync, rename, fsync of the
 //! folder), so a crash leaves either the old or the new file, never a mix. The
@@ -13,100 +14,132 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Current state format version. Older versions are migrated on load.
-pub const STATE_VERSION: u32 = 1;
+use crate::input::{Input, Observation};
+use crate::reference::ImageRef;
 
-/// Where a recorded digest came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DigestSource {
-    /// `Docker-Content-Digest` of the registry's manifest (OCI distribution spec).
-    Registry,
-    /// The engine's local image ID, for a base the registry does not serve.
-    Local,
-    /// The image ID of another build's output.
-    Build,
-    /// The digest pinned in the reference itself. No longer recorded (pinned
-    /// images are not watched); kept so that older state files still load.
-    Pinned,
-}
-
-impl std::fmt::Display for DigestSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DigestSource::Registry => "registry",
-            DigestSource::Local => "engine's local image",
-            DigestSource::Build => "engine's image of another build",
-            DigestSource::Pinned => "pinned reference",
-        })
-    }
-}
-
-/// The last digest seen for one watched image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    /// `sha256:…`.
-    pub digest: String,
-    /// Where it came from.
-    pub source: DigestSource,
-    /// When it was last seen, seconds since the Unix epoch.
-    pub seen_at: u64,
-    /// When this digest was first seen (for the settle window), seconds since the Unix epoch.
-    #[serde(default)]
-    pub since: u64,
-    /// Platform → child manifest digest, when the digest is an index's.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub platforms: BTreeMap<String, String>,
-}
+/// Current state format version. Version 1 files (keyed by image text) are migrated on load.
+pub const STATE_VERSION: u32 = 2;
 
 /// The last rate-limit headers a registry sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryRecord {
-    /// `RateLimit-Limit`.
+    /// `RateLimit-Limit`: with `remaining`, how much of the window is left.
     pub limit: u64,
-    /// `RateLimit-Remaining`.
+    /// `RateLimit-Remaining`: under `rate_limit_reserve`, checks of the registry are spaced out.
     pub remaining: u64,
-    /// Window (`w=`), seconds.
+    /// Window (`w=`), seconds: when the quota resets, checks go back to every cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_secs: Option<u64>,
-    /// When the headers were seen, seconds since the Unix epoch.
+    /// When the headers were seen, seconds since the Unix epoch: the window counts from it.
     pub seen_at: u64,
+}
+
+/// How a build's record came about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// freshen built the image.
+    #[default]
+    Built,
+    /// An existing image was adopted as it is, with the digests current when it was found.
+    Baseline,
+    /// Re-seeded from the labels freshen put on the image when it built it.
+    Labels,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Built => "built",
+            Origin::Baseline => "baseline",
+            Origin::Labels => "labels",
+        })
+    }
 }
 
 /// What one build was last built from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildRecord {
-    /// Watched image (normalised reference) → digest used for the last build.
-    pub built_from: BTreeMap<String, String>,
-    /// Image ID produced, when freshen built it.
+    /// Each watched input → the digest the build was last built from: a different
+    /// current digest is a change.
+    pub built_from: BTreeMap<Input, String>,
+    /// The image ID produced, when freshen built it, so the record can be matched to the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     /// When it was built or adopted, seconds since the Unix epoch.
     pub recorded_at: u64,
-    /// How the record came about: `built`, `baseline` (existing image adopted
-    /// as-is) or `labels` (re-seeded from the image's labels).
-    pub origin: String,
+    /// Whether freshen built it or adopted it, which `explain` shows.
+    pub origin: Origin,
 }
 
 /// The whole state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// Format version, [`STATE_VERSION`].
+    /// Format version, [`STATE_VERSION`], so that older files are migrated and newer ones refused.
     pub version: u32,
-    /// Watched image → last digest seen.
+    /// Each watched input → what its last check saw: the baseline of the next check.
     #[serde(default)]
-    pub images: BTreeMap<String, ImageRecord>,
+    pub inputs: BTreeMap<Input, Observation>,
     /// Build name → what it was built from.
     #[serde(default)]
     pub builds: BTreeMap<String, BuildRecord>,
-    /// Registry host → last rate-limit headers.
+    /// Registry host → its last rate-limit headers, which survive restarts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registries: BTreeMap<String, RegistryRecord>,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State { version: STATE_VERSION, images: BTreeMap::new(), builds: BTreeMap::new(), registries: BTreeMap::new() }
+        State { version: STATE_VERSION, inputs: BTreeMap::new(), builds: BTreeMap::new(), registries: BTreeMap::new() }
+    }
+}
+
+/// Version 1 of the state file: images and `built_from` keyed by normalised image text.
+#[derive(Deserialize)]
+struct StateV1 {
+    #[serde(default)]
+    images: BTreeMap<String, Observation>,
+    #[serde(default)]
+    builds: BTreeMap<String, BuildRecordV1>,
+    #[serde(default)]
+    registries: BTreeMap<String, RegistryRecord>,
+}
+
+#[derive(Deserialize)]
+struct BuildRecordV1 {
+    built_from: BTreeMap<String, String>,
+    #[serde(default)]
+    image_id: Option<String>,
+    recorded_at: u64,
+    origin: Origin,
+}
+
+/// Migrates a version 1 file: every image key becomes an [`Input::Image`] key.
+///
+/// # Errors
+/// A message when a key is not a valid image reference.
+fn migrate_v1(v1: StateV1) -> Result<State, String> {
+    let image = |k: &str| ImageRef::parse(k).map(Input::Image).map_err(|e| format!("image {k:?}: {e}"));
+    let inputs = v1.images.into_iter().map(|(k, o)| Ok((image(&k)?, o))).collect::<Result<_, String>>()?;
+    let mut builds = BTreeMap::new();
+    for (name, b) in v1.builds {
+        let built_from = b.built_from.into_iter().map(|(k, d)| Ok((image(&k)?, d))).collect::<Result<_, String>>()?;
+        builds.insert(name, BuildRecord { built_from, image_id: b.image_id, recorded_at: b.recorded_at, origin: b.origin });
+    }
+    Ok(State { version: STATE_VERSION, inputs, builds, registries: v1.registries })
+}
+
+/// Parses a state file of any known version.
+fn parse(bytes: &[u8]) -> Result<State, String> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let v = serde_json::from_slice::<Version>(bytes).map_err(|e| e.to_string())?.version;
+    match v {
+        1 => migrate_v1(serde_json::from_slice(bytes).map_err(|e| e.to_string())?),
+        STATE_VERSION => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        v => Err(format!("state version {v} is not one this freshen reads (1 to {STATE_VERSION})")),
     }
 }
 
@@ -163,13 +196,9 @@ pub fn load(path: &Path) -> Result<Loaded, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
         Err(e) => return Err(read_err(e)),
     };
-    match serde_json::from_slice::<State>(&bytes) {
-        Ok(s) if s.version <= STATE_VERSION => Ok(Loaded::Found(s)),
-        Ok(s) => Ok(Loaded::Corrupt {
-            moved_to: move_aside(path).map_err(read_err)?,
-            reason: format!("state version {} is newer than this freshen ({STATE_VERSION})", s.version),
-        }),
-        Err(e) => Ok(Loaded::Corrupt { moved_to: move_aside(path).map_err(read_err)?, reason: e.to_string() }),
+    match parse(&bytes) {
+        Ok(s) => Ok(Loaded::Found(s)),
+        Err(reason) => Ok(Loaded::Corrupt { moved_to: move_aside(path).map_err(read_err)?, reason }),
     }
 }
 
@@ -208,7 +237,7 @@ mod tests {
         let p = dir.path().join("state.json");
         assert!(matches!(load(&p).unwrap(), Loaded::Missing));
         let mut s = State::default();
-        s.builds.insert("a".into(), BuildRecord { origin: "built".into(), ..Default::default() });
+        s.builds.insert("a".into(), BuildRecord { origin: Origin::Built, ..Default::default() });
         save(&p, &s).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(matches!(load(&p).unwrap(), Loaded::Found(x) if x == s));

@@ -1,11 +1,12 @@
-//! The loop: connect, then tick → check → plan → execute, one cycle at a time,
-//! until the cancellation token fires (daemon) or after one cycle (`--once`).
+//! The loop: connect, then wait for a trigger → cycle → publish the report, one
+//! cycle at a time, until a shutdown (daemon) or after one cycle (`--once`).
+//! Triggers come in through [`crate::trigger::Triggers`]; reports go out on a
+//! `watch` channel of [`Status`] to the listeners ([`crate::listen`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sd_notify::NotifyState;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -16,6 +17,7 @@ use crate::engine::{DockerEngine, Engine, EngineError};
 use crate::project::Project;
 use crate::registry::{HttpRegistry, Registry};
 use crate::state::{self, Loaded, State};
+use crate::trigger::{Phase, Status, Triggers};
 
 /// How to run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -138,86 +140,106 @@ impl Setup {
     }
 }
 
-/// Loads a new [`Setup`] on SIGHUP; an error refuses the reload.
+/// Loads a new [`Setup`] on [`crate::trigger::Trigger::Reload`]; an error refuses the reload.
 pub type Reloader = Box<dyn Fn() -> Result<Setup, String> + Send + Sync>;
 
-/// Runs cycles with `setup` and `engine` (whose platform is `engine_platform`) until `cancel` fires or, with
+/// What the loop runs with, besides its setup.
+pub struct Loop {
+    /// The connected engine.
+    pub engine: Arc<dyn Engine>,
+    /// The engine's platform (`os/arch`).
+    pub engine_platform: String,
+    /// Once or daemon, dry run or not.
+    pub mode: Mode,
+    /// The loop's trigger channel; its stop signal also stops a running cycle.
+    pub triggers: Triggers,
+    /// Loads the config again on [`crate::trigger::Trigger::Reload`]; without one, reloads are ignored.
+    pub reloader: Option<Reloader>,
+    /// Where each cycle's report and the loop's phase are published.
+    pub status: watch::Sender<Status>,
+}
+
+/// Runs cycles with `setup`, one at a time, until a shutdown or, with
 /// `mode.once`, after one cycle; returns the last cycle's report.
 ///
-/// Between cycles, a notification on `reload` calls the [`Reloader`]: a valid
-/// new config replaces the old one; an invalid one is refused with an error
-/// log, and the old one keeps running.
-pub async fn run(
-    setup: Setup,
-    engine: Arc<dyn Engine>,
-    engine_platform: String,
-    mode: Mode,
-    cancel: CancellationToken,
-    reload: Option<(Arc<Notify>, Reloader)>,
-) -> Option<CycleReport> {
+/// The loop owns state: it loads the file once and hands it to each cycle.
+/// Between cycles it waits for the interval (or the end of a settle window) or
+/// a trigger. Triggers that arrived during a cycle make one follow-up cycle:
+/// a full one after a tick or a reload, else one that checks only the inputs named.
+/// A reload with an invalid config is refused with an error log, and the old one keeps running.
+pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
     let mut current = Current::new(setup);
-    let state = Arc::new(Mutex::new(load_state(&current.config.options.state_file)));
-    let mut first = true;
+    let mut state = load_state(&current.config.options.state_file);
+    let cancel = l.triggers.cancel().clone();
+    let (mut first, mut scope) = (true, None);
+    let mut next_tick = tokio::time::Instant::now();
     loop {
         let opts = &current.config.options;
+        let full = scope.is_none();
         let input = CycleInput {
             project: current.project.clone(),
-            engine: engine.clone(),
+            engine: l.engine.clone(),
             registry: current.registry.clone(),
-            state: state.clone(),
             state_path: opts.state_file.clone(),
             parallelism: opts.parallelism,
             check_concurrency: opts.check_concurrency,
             shutdown_grace: opts.shutdown_grace,
             rebuild_all: first && opts.rebuild_on_start,
-            dry_run: mode.dry_run,
+            dry_run: l.mode.dry_run,
             persist: true,
             settle: opts.settle,
             rate_limit_reserve: opts.rate_limit_reserve,
-            engine_platform: engine_platform.clone(),
+            engine_platform: l.engine_platform.clone(),
+            only: scope.take(),
             cancel: cancel.clone(),
         };
-        if first {
-            // systemd Type=notify: ready once the first cycle's checks start. A no-op outside systemd.
-            let _ = sd_notify::notify(&[NotifyState::Ready]);
-        }
-        let report = cycle::run(&input).instrument(tracing::info_span!("cycle")).await;
-        log_summary(&report);
-        release_free_memory();
+        l.status.send_modify(|s| s.phase = Phase::Cycle);
+        let report = Arc::new(cycle::run(&input, &mut state).instrument(tracing::info_span!("cycle")).await);
+        l.status.send_modify(|s| {
+            s.phase = Phase::Idle;
+            s.cycles += 1;
+            s.last = Some(report.clone());
+        });
+        // The runtime has one thread: yielding lets the listeners read this report before the next cycle starts.
+        tokio::task::yield_now().await;
         first = false;
-        if mode.once || cancel.is_cancelled() {
+        if l.mode.once || cancel.is_cancelled() {
+            l.status.send_modify(|s| s.phase = Phase::Stopping);
             return Some(report);
         }
-        // A change still settling is rechecked when its window ends, not a whole interval later.
+        // A full check is due an interval after the last one; a change still
+        // settling is rechecked when its window ends, not a whole interval later.
         let interval = current.config.options.interval;
-        let wait = match report.recheck_at {
-            Some(at) => Duration::from_secs(at.saturating_sub(state::now_secs())).min(interval),
-            None => interval,
-        };
-        let reloaded = tokio::select! {
-            _ = tokio::time::sleep(wait) => false,
-            _ = cancel.cancelled() => {
-                let _ = sd_notify::notify(&[NotifyState::Stopping]);
-                return Some(report);
-            }
-            _ = async { reload.as_ref().expect("guarded").0.notified().await }, if reload.is_some() => true,
-        };
-        if reloaded {
-            let (_, loader) = reload.as_ref().expect("guarded");
-            let _ = sd_notify::notify(&[NotifyState::Reloading]);
-            match loader() {
-                Ok(new) => {
-                    let state_file = new.config.options.state_file.clone();
-                    if state_file != current.config.options.state_file {
-                        *state.lock().expect("state lock") = load_state(&state_file);
-                    }
-                    tracing::info!(event = "config_reloaded", builds = new.config.builds.len(), "config reloaded");
-                    current = Current::new(new);
-                }
-                Err(e) => tracing::error!(event = "config_refused", error = %e, "new config refused; the old one keeps running"),
-            }
-            let _ = sd_notify::notify(&[NotifyState::Ready]);
+        if full {
+            next_tick = tokio::time::Instant::now() + interval;
         }
+        let settle_end =
+            report.recheck_at.map(|at| tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(state::now_secs())));
+        let deadline = settle_end.map_or(next_tick, |s| s.min(next_tick));
+        let pending = l.triggers.wait(deadline).await;
+        if pending.shutdown {
+            l.status.send_modify(|s| s.phase = Phase::Stopping);
+            return Some(report);
+        }
+        if pending.reload {
+            if let Some(loader) = &l.reloader {
+                l.status.send_modify(|s| s.phase = Phase::Reloading);
+                match loader() {
+                    Ok(new) => {
+                        let state_file = new.config.options.state_file.clone();
+                        if state_file != current.config.options.state_file {
+                            state = load_state(&state_file);
+                        }
+                        tracing::info!(event = "config_reloaded", builds = new.config.builds.len(), "config reloaded");
+                        current = Current::new(new);
+                    }
+                    Err(e) => tracing::error!(event = "config_refused", error = %e, "new config refused; the old one keeps running"),
+                }
+            }
+        }
+        // A settle window that ended is a full check too.
+        let settled = settle_end.is_some_and(|s| s <= tokio::time::Instant::now());
+        scope = if settled { None } else { pending.scope() };
     }
 }
 
@@ -231,49 +253,5 @@ struct Current {
 impl Current {
     fn new(s: Setup) -> Self {
         Current { config: s.config, project: Arc::new(s.project), registry: Arc::new(s.registry) }
-    }
-}
-
-/// Hands memory freed by the cycle back to the OS, so the idle daemon stays
-/// small: glibc keeps freed heap pages otherwise (malloc_trim(3)).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// One info line per cycle: checks, changes, and build outcomes with durations.
-fn log_summary(r: &CycleReport) {
-    let changed: Vec<String> = r
-        .checks
-        .iter()
-        .filter(|c| c.old.is_some() && c.new.is_some() && c.old != c.new)
-        .map(|c| format!("{} {} → {}", c.image, short(c.old.as_deref()), short(c.new.as_deref())))
-        .collect();
-    let failed_checks = r.checks.iter().filter(|c| c.error.is_some()).count();
-    let (built, failed, skipped) = r.counts();
-    tracing::info!(
-        event = "cycle_finished",
-        checked = r.checks.len(),
-        check_failed = failed_checks,
-        changed = %changed.join(", "),
-        rebuilt = built,
-        failed,
-        skipped,
-        seconds = format!("{:.2}", r.seconds),
-        "cycle done"
-    );
-    if let Some(e) = &r.state_error {
-        tracing::error!(event = "state_not_saved", error = %e, "state was not saved this cycle; the last good state file is kept");
-    }
-}
-
-/// `sha256:0123456789ab` (the first 12 hex digits), for logs.
-pub fn short(d: Option<&str>) -> String {
-    match d {
-        Some(d) => d.chars().take(19).collect(),
-        None => "-".into(),
     }
 }

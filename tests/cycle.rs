@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,10 +14,11 @@ use freshen::config::{Build, Config, LogFormat, Options};
 use freshen::cycle::{self, CycleInput, CycleReport};
 use freshen::dockerfile::WatchStages;
 use freshen::executor::Outcome;
+use freshen::input::Input;
 use freshen::plan::Decision;
 use freshen::project::{self, Project};
 use freshen::reference::ImageRef;
-use freshen::state::{BuildRecord, State};
+use freshen::state::{self, BuildRecord, Origin, State};
 use tokio_util::sync::CancellationToken;
 
 const BASE: &str = "registry.example.com/base:1";
@@ -40,7 +41,7 @@ fn lib_app() -> Vec<(&'static str, &'static str, String)> {
 struct World {
     engine: Arc<FakeEngine>,
     registry: Arc<FakeRegistry>,
-    state: Arc<Mutex<State>>,
+    state: Mutex<State>,
     project: Arc<Project>,
     dir: tempfile::TempDir,
 }
@@ -88,7 +89,7 @@ impl World {
         };
         let config = Config { path: dir.path().join("config.json"), options, builds: config_builds, registries: Default::default() };
         let project = Arc::new(project::analyse(&config, &texts, Some("linux/amd64")).unwrap());
-        World { engine, registry, state: Arc::new(Mutex::new(State::default())), project, dir }
+        World { engine, registry, state: Mutex::new(State::default()), project, dir }
     }
 
     fn serve(&self, image: &str, digest: &str) {
@@ -97,12 +98,12 @@ impl World {
 
     /// A record saying `build` was built from `image` at `digest`, and its image in the engine.
     fn built(&self, build: &str, tag: &str, from: &[(&str, &str)]) {
-        let built_from: BTreeMap<String, String> = from.iter().map(|(i, d)| (norm(i), d.to_string())).collect();
+        let built_from: BTreeMap<Input, String> = from.iter().map(|(i, d)| (input(i), d.to_string())).collect();
         self.state
             .lock()
             .unwrap()
             .builds
-            .insert(build.into(), BuildRecord { built_from, image_id: None, recorded_at: 1, origin: "built".into() });
+            .insert(build.into(), BuildRecord { built_from, image_id: None, recorded_at: 1, origin: Origin::Built });
         self.engine.put(tag, &[]);
     }
 
@@ -114,24 +115,36 @@ impl World {
     }
 
     async fn cycle(&self, rebuild_all: bool, dry_run: bool, settle: Duration) -> CycleReport {
+        self.run(rebuild_all, dry_run, settle, None, false).await
+    }
+
+    /// One cycle over the world's state: everything, or only the inputs named in `only`; saved with `persist`.
+    async fn run(&self, rebuild_all: bool, dry_run: bool, settle: Duration, only: Option<BTreeSet<Input>>, persist: bool) -> CycleReport {
         let input = CycleInput {
             project: self.project.clone(),
             engine: self.engine.clone(),
             registry: self.registry.clone(),
-            state: self.state.clone(),
-            state_path: self.dir.path().join("state.json"),
+            state_path: self.state_path(),
             parallelism: 2,
             check_concurrency: 4,
             shutdown_grace: Duration::from_secs(5),
             rebuild_all,
             dry_run,
-            persist: false,
+            persist,
             settle,
             rate_limit_reserve: 10,
             engine_platform: "linux/amd64".into(),
+            only,
             cancel: CancellationToken::new(),
         };
-        cycle::run(&input).await
+        let mut state = std::mem::take(&mut *self.state.lock().unwrap());
+        let report = cycle::run(&input, &mut state).await;
+        *self.state.lock().unwrap() = state;
+        report
+    }
+
+    fn state_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.json")
     }
 
     async fn once(&self) -> CycleReport {
@@ -144,7 +157,11 @@ impl World {
 }
 
 fn status(r: &CycleReport, build: &str) -> String {
-    serde_json::to_value(&r.decisions[build]).unwrap()["status"].as_str().unwrap().to_string()
+    r.decisions[build].status().to_string()
+}
+
+fn input(r: &str) -> Input {
+    Input::Image(ImageRef::parse(r).unwrap())
 }
 
 #[tokio::test]
@@ -164,14 +181,14 @@ async fn a_changed_base_rebuilds_the_build_and_its_child_and_records_the_new_dig
     w.serve(BASE, D2);
     w.lib_and_app_built_from(D1);
     let r = w.once().await;
-    assert_eq!(r.decisions["lib"], Decision::Changed { image: norm(BASE), old: D1.into(), new: D2.into() });
+    assert_eq!(r.decisions["lib"], Decision::Changed { input: input(BASE), old: D1.into(), new: D2.into() });
     assert_eq!(r.decisions["app"], Decision::ParentRebuilt { parent: "lib".into() });
     assert_eq!(w.builds(), ["lib", "app"], "parent first");
     let st = w.state.lock().unwrap();
-    assert_eq!(st.builds["lib"].built_from[&norm(BASE)], D2);
-    assert_eq!(st.builds["lib"].origin, "built");
+    assert_eq!(st.builds["lib"].built_from[&input(BASE)], D2);
+    assert_eq!(st.builds["lib"].origin, Origin::Built);
     let new_lib = w.engine.images.lock().unwrap()[&norm("registry.example.com/lib:1")].id.clone();
-    assert_eq!(st.builds["app"].built_from[&norm("registry.example.com/lib:1")], new_lib, "the child records the parent's new image");
+    assert_eq!(st.builds["app"].built_from[&input("registry.example.com/lib:1")], new_lib, "the child records the parent's new image");
 }
 
 #[tokio::test]
@@ -194,7 +211,9 @@ async fn a_failing_check_rebuilds_nothing_and_says_why() {
     assert_eq!(status(&r, "lib"), "check_failed");
     assert!(r.failed());
     assert!(w.builds().is_empty());
-    assert!(r.checks[0].error.as_deref().unwrap().contains("503"), "{:?}", r.checks[0].error);
+    let error = r.checks[&input(BASE)].seen.as_ref().unwrap_err();
+    assert_eq!(error.kind(), "registry_error", "an outage is told apart from a refusal or a missing image");
+    assert!(error.to_string().contains("503"), "{error}");
 }
 
 #[tokio::test]
@@ -217,10 +236,12 @@ async fn a_failed_parent_skips_its_child() {
     w.built("app", "registry.example.com/app:1", &[]);
     w.engine.failing.lock().unwrap().push("lib".into());
     let r = w.once().await;
-    assert!(matches!(&r.outcomes["lib"], Outcome::Failed { error, .. } if error.contains("exit code 1")));
+    assert!(
+        matches!(&r.outcomes["lib"], Outcome::Failed { error, .. } if error.to_string().contains("exit code 1") && error.kind() == "build_failed")
+    );
     assert_eq!(r.outcomes["app"], Outcome::Skipped { parent: "lib".into() });
     assert_eq!(w.builds(), ["lib"]);
-    assert_eq!(w.state.lock().unwrap().builds["lib"].built_from[&norm(BASE)], D1, "a failed build leaves its record");
+    assert_eq!(w.state.lock().unwrap().builds["lib"].built_from[&input(BASE)], D1, "a failed build leaves its record");
 }
 
 #[tokio::test]
@@ -237,8 +258,8 @@ async fn without_state_an_image_is_adopted_from_its_labels_or_as_a_baseline() {
     assert_eq!(status(&r, "labelled"), "changed", "the labels carry the old digest: the change is not missed");
     assert_eq!(status(&r, "plain"), "fresh", "an image freshen never built is a baseline");
     let st = w.state.lock().unwrap();
-    assert_eq!(st.builds["plain"].origin, "baseline");
-    assert_eq!(st.builds["plain"].built_from[&norm(BASE)], D2);
+    assert_eq!(st.builds["plain"].origin, Origin::Baseline);
+    assert_eq!(st.builds["plain"].built_from[&input(BASE)], D2);
     assert_eq!(w.builds(), ["labelled"]);
 }
 
@@ -254,4 +275,72 @@ async fn rebuild_all_rebuilds_everything_and_a_dry_run_builds_nothing() {
     let r = w.cycle(true, false, Duration::ZERO).await;
     assert_eq!(r.outcomes.len(), 2);
     assert_eq!(w.builds(), ["lib", "app"]);
+}
+
+#[tokio::test]
+async fn persist_false_writes_no_state_file_and_persist_true_saves_version_2() {
+    let w = World::new(&lib_app());
+    w.serve(BASE, D2);
+    w.lib_and_app_built_from(D1);
+    w.cycle(false, false, Duration::ZERO).await;
+    assert!(!w.state_path().exists(), "persist: false writes nothing, builds included");
+    w.serve(BASE, D1);
+    w.run(false, false, Duration::ZERO, None, true).await;
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(w.state_path()).unwrap()).unwrap();
+    assert_eq!(saved["version"], 2);
+    assert_eq!(saved["builds"]["lib"]["built_from"][format!("image:{}", norm(BASE))], D1, "state is keyed by typed inputs");
+}
+
+#[tokio::test]
+async fn a_version_1_state_file_loads_and_adopts_with_nothing_rebuilt() {
+    let w = World::new(&lib_app());
+    w.serve(BASE, D1);
+    let lib_id = w.engine.put("registry.example.com/lib:1", &[]);
+    w.engine.put("registry.example.com/app:1", &[]);
+    let fixture = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.json")).unwrap();
+    assert!(fixture.contains(&lib_id), "the fixture names the image ID the fake engine gives lib");
+    std::fs::write(w.state_path(), fixture).unwrap();
+    let state::Loaded::Found(loaded) = state::load(&w.state_path()).unwrap() else { panic!("the v1 file loads") };
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.builds["lib"].built_from[&input(BASE)], D1);
+    *w.state.lock().unwrap() = loaded;
+    let r = w.run(false, false, Duration::ZERO, None, true).await;
+    assert_eq!((status(&r, "lib"), status(&r, "app")), ("fresh".into(), "fresh".into()), "{:?}", r.decisions);
+    assert!(w.builds().is_empty(), "nothing rebuilt");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(w.state_path()).unwrap()).unwrap();
+    assert_eq!(saved["version"], 2, "saved back in the new format");
+    assert_eq!(saved["inputs"][format!("image:{}", norm(BASE))]["digest"], D1);
+}
+
+#[tokio::test]
+async fn a_cycle_scoped_to_named_inputs_checks_only_those() {
+    const OTHER: &str = "registry.example.com/other:1";
+    let w = World::new(&[
+        ("lib", "registry.example.com/lib:1", format!("FROM {BASE}\n")),
+        ("tool", "registry.example.com/tool:1", format!("FROM {OTHER}\n")),
+    ]);
+    w.serve(BASE, D1);
+    w.serve(OTHER, D1);
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    w.built("tool", "registry.example.com/tool:1", &[(OTHER, D1)]);
+    w.once().await;
+    w.registry.heads.lock().unwrap().clear();
+    w.serve(BASE, D2);
+    w.serve(OTHER, D2);
+    let r = w.run(false, false, Duration::ZERO, Some([input(BASE)].into()), false).await;
+    assert_eq!(*w.registry.heads.lock().unwrap(), [norm(BASE)], "one HEAD, for the named input only");
+    assert_eq!((status(&r, "lib"), status(&r, "tool")), ("changed".into(), "fresh".into()));
+    assert!(r.checks[&input(OTHER)].deferred, "the other input keeps its last observation");
+    assert_eq!(w.builds(), ["lib"]);
+}
+
+#[tokio::test]
+async fn a_dry_run_of_a_missing_build_whose_check_fails_is_a_failure() {
+    let w = World::new(&lib_app());
+    w.registry.failing.lock().unwrap().push(norm(BASE));
+    let r = w.cycle(false, true, Duration::ZERO).await;
+    assert_eq!((status(&r, "lib"), status(&r, "app")), ("missing".into(), "missing".into()));
+    let lib_tag = r.checks[&input("registry.example.com/lib:1")].seen.as_ref().unwrap_err();
+    assert_eq!(lib_tag.kind(), "not_built", "a parent's tag built first in this cycle is not a failure");
+    assert!(r.failed(), "the base's check failed: --dry-run exits 1");
 }

@@ -36,7 +36,7 @@ fn registry_down_then_back_the_daemon_goes_on_and_rebuilds_what_changed_meanwhil
     );
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
     let built = image_id(&env.image("app:latest")).unwrap();
-    let images_before = state(&env)["images"].clone();
+    let images_before = state(&env)["inputs"].clone();
 
     proxy.fail_always(Some(Fault::Drop));
     let log = env.dir.path().join("daemon.log");
@@ -45,7 +45,7 @@ fn registry_down_then_back_the_daemon_goes_on_and_rebuilds_what_changed_meanwhil
     assert!(count_events(&log, "check_failed", &[]) >= 3, "{}", std::fs::read_to_string(&log).unwrap());
     assert!(child.try_wait().unwrap().is_none(), "the daemon never exits on a registry fault");
     assert_eq!(image_id(&env.image("app:latest")).unwrap(), built, "nothing rebuilt while the registry is down");
-    assert_eq!(state(&env)["images"], images_before, "state unchanged by failed checks");
+    assert_eq!(state(&env)["inputs"], images_before, "state unchanged by failed checks");
 
     env.push_base("base:1", "v2");
     proxy.fail_always(None);
@@ -193,7 +193,11 @@ fn kill_9_at_random_moments_never_corrupts_state_and_a_restart_rebuilds_only_wha
         assert!(status == "fresh" || status == "changed" || status == "parent_rebuilt", "{name} finished before the kills: {status}");
         if status == "changed" {
             let d = &report["decisions"][name];
-            assert_eq!(st["builds"][name]["built_from"][d["image"].as_str().unwrap()], d["old"], "rebuilt only for a real change");
+            assert_eq!(
+                st["builds"][name]["built_from"][format!("image:{}", d["image"].as_str().unwrap())],
+                d["old"],
+                "rebuilt only for a real change"
+            );
         }
     }
     let again = env.freshen(&["--once", "--format", "json"]);

@@ -117,7 +117,11 @@ fn a_multi_platform_base_changed_only_for_another_platform_is_not_a_change() {
         let t = String::from_utf8_lossy(&out.stdout).to_lowercase();
         (t.lines().find_map(|l| l.strip_prefix("docker-content-digest:")).unwrap().trim().to_string(), 0)
     };
-    assert_eq!(state["images"][env.image("base:1")]["digest"], index_digest.as_str(), "the new index digest is recorded");
+    assert_eq!(
+        state["inputs"][format!("image:{}", env.image("base:1"))]["digest"],
+        index_digest.as_str(),
+        "the new index digest is recorded"
+    );
 
     env.registry.clear_log();
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
@@ -177,7 +181,7 @@ fn transient_failures_are_retried_within_the_cycle() {
     assert_eq!(report(&out)["decisions"]["base-app"]["status"], "check_failed");
     assert_eq!(image_id(&env.image("base-app:latest")).unwrap(), built);
     let after: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
-    assert_eq!(before["images"], after["images"], "state unchanged by a failed check");
+    assert_eq!(before["inputs"], after["inputs"], "state unchanged by a failed check");
 
     // 4xx is not retried.
     proxy.clear();
@@ -221,7 +225,8 @@ fn checks_run_check_concurrency_at_a_time_and_give_up_after_registry_timeout() {
     let r = report(&out);
     let errors: Vec<&str> = r["checks"].as_array().unwrap().iter().filter_map(|c| c["error"].as_str()).collect();
     assert_eq!(errors.len(), 6);
-    assert!(errors.iter().all(|e| e.contains("timed out")), "{errors:?}");
+    assert!(errors.iter().all(|e| e.contains("did not answer within 1s")), "{errors:?}");
+    assert!(r["checks"].as_array().unwrap().iter().all(|c| c["kind"] == "timed_out"), "a timeout is told apart from an outage");
     assert_eq!(proxy.count("HEAD"), 18, "a timeout is transient: 3 attempts per base");
 }
 

@@ -132,15 +132,39 @@ pub struct Build {
 }
 
 impl Build {
-    /// `text` with every secret build arg value replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
-        redact(text, &self.secrets)
+    /// The [`Redactor`] of this build's secret build arg values.
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(self.secrets.iter().cloned())
     }
 }
 
-/// `text` with each of `secrets` (non-empty values) replaced by `***`.
-pub fn redact(text: &str, secrets: &[String]) -> String {
-    secrets.iter().filter(|s| !s.is_empty()).fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+/// Replaces secret build arg values by `***` in text about to be written out
+/// (a log line, a report, stdout). Errors and build output are kept raw inside
+/// freshen and pass through a redactor once, where they are written.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// The non-empty secret values, longest first, so a secret that contains another is replaced whole.
+    secrets: std::sync::Arc<[String]>,
+}
+
+impl Redactor {
+    /// A redactor of `secrets`; empty values are left out (they would match everywhere).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Redactor {
+        let mut v: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        v.dedup();
+        Redactor { secrets: v.into() }
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+    }
+
+    /// `value`'s `Display` text, redacted.
+    pub fn show(&self, value: &impl std::fmt::Display) -> String {
+        self.redact(&value.to_string())
+    }
 }
 
 /// A whole resolved config.
@@ -385,9 +409,10 @@ fn resolve_registries(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> R
         let at = format!("/registries/{}", escape_pointer(host));
         let credential = match (r.get("username").and_then(Value::as_str), r.get("password_file").and_then(Value::as_str)) {
             (Some(username), Some(file)) => match std::fs::read_to_string(base_dir.join(file)) {
-                Ok(p) => {
-                    Some(Credential { username: username.to_string(), password: Secret::new(p.trim_end_matches(['\r', '\n']).to_string()) })
-                }
+                Ok(p) => Some(Credential::Basic {
+                    username: username.to_string(),
+                    password: Secret::new(p.trim_end_matches(['\r', '\n']).to_string()),
+                }),
                 Err(e) => {
                     violation(
                         v,

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
 use super::{context, BuildRequest, Engine, EngineError, ImageInfo};
-use crate::credentials::{self, Registries};
+use crate::credentials::{self, Credential, Registries};
 use crate::reference::ImageRef;
 
 /// Lines of build output kept for the error report.
@@ -72,14 +72,16 @@ impl DockerEngine {
     fn credentials_for(&self, registry: &str) -> Option<DockerCredentials> {
         let c = credentials::lookup(&self.registries, registry)?;
         let serveraddress = Some(credentials::server_address(registry));
-        if c.username == "<token>" {
-            return Some(DockerCredentials { identitytoken: Some(c.password.expose().to_string()), serveraddress, ..Default::default() });
-        }
-        Some(DockerCredentials {
-            username: Some(c.username),
-            password: Some(c.password.expose().to_string()),
-            serveraddress,
-            ..Default::default()
+        Some(match c {
+            Credential::IdentityToken(t) => {
+                DockerCredentials { identitytoken: Some(t.expose().to_string()), serveraddress, ..Default::default() }
+            }
+            Credential::Basic { username, password } => DockerCredentials {
+                username: Some(username),
+                password: Some(password.expose().to_string()),
+                serveraddress,
+                ..Default::default()
+            },
         })
     }
 }
@@ -184,22 +186,20 @@ impl Engine for DockerEngine {
             let info = match item {
                 Ok(i) => i,
                 Err(BollardError::DockerStreamError { error }) => {
-                    let message = crate::config::redact(&error, &request.secrets);
-                    return Err(EngineError::Build { message, tail: Vec::from(tail).join("\n") });
+                    return Err(EngineError::Build { message: error, tail: Vec::from(tail).join("\n") });
                 }
                 Err(e) => return Err(map_err(e)),
             };
-            let stream = info.stream.as_deref().map(|s| crate::config::redact(s, &request.secrets)).unwrap_or_default();
+            let stream = info.stream.unwrap_or_default();
             for line in stream.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::debug!(event = "build_output", build = %request.name, "{line}");
+                tracing::debug!(event = "build_output", build = %request.name, "{}", request.redactor.redact(line));
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
                 }
                 tail.push_back(line.to_string());
             }
             if let Some(detail) = info.error_detail {
-                let message = crate::config::redact(&detail.message.unwrap_or_default(), &request.secrets);
-                return Err(EngineError::Build { message, tail: Vec::from(tail).join("\n") });
+                return Err(EngineError::Build { message: detail.message.unwrap_or_default(), tail: Vec::from(tail).join("\n") });
             }
             if let Some(id) = info.aux.and_then(|a| a.id) {
                 image_id = Some(id);

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+use crate::config::Redactor;
+pub use crate::error::EngineError;
 use crate::reference::ImageRef;
 pub use docker::DockerEngine;
 
@@ -56,35 +58,8 @@ pub struct BuildRequest {
     pub labels: HashMap<String, String>,
     /// Build without cache.
     pub no_cache: bool,
-    /// Secret build arg values, replaced by `***` in the build output freshen logs and reports.
-    pub secrets: Vec<String>,
-}
-
-/// An engine call that failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
-    /// The engine could not be reached.
-    #[error("cannot reach the Docker engine: {0}; is dockerd running and DOCKER_HOST right?")]
-    Unreachable(String),
-    /// The engine answered with an error.
-    #[error("{0}")]
-    Api(String),
-    /// A build failed; `tail` holds the last lines of its output.
-    #[error("build failed: {message}\n--- last build output ---\n{tail}")]
-    Build {
-        /// The error the engine reported.
-        message: String,
-        /// The last lines of build output.
-        tail: String,
-    },
-    /// The build context could not be archived.
-    #[error("build context {path}: {message}")]
-    Context {
-        /// The file or folder at fault.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
+    /// Replaces secret build arg values by `***` in the build output lines the engine logs.
+    pub redactor: Redactor,
 }
 
 /// The engine operations freshen uses.

@@ -37,6 +37,8 @@ pub struct HttpRegistry {
     tokens: Mutex<HashMap<String, String>>,
     /// Registries that answered 429, and until when no request goes to them.
     blocked: Mutex<HashMap<String, Instant>>,
+    /// Each request's timeout, named in the error when it passes.
+    timeout: Duration,
 }
 
 #[derive(serde::Deserialize)]
@@ -77,7 +79,7 @@ impl HttpRegistry {
             }
         }
         let client = build_client(|| builder(timeout))?;
-        Ok(HttpRegistry { client, clients, registries, tokens: Mutex::new(HashMap::new()), blocked: Mutex::new(HashMap::new()) })
+        Ok(HttpRegistry { client, clients, registries, tokens: Mutex::new(HashMap::new()), blocked: Mutex::new(HashMap::new()), timeout })
     }
 
     fn client(&self, image: &ImageRef) -> &Client {
@@ -91,7 +93,10 @@ impl HttpRegistry {
         format!("{scheme}://{}", image.api_host())
     }
 
-    fn unreachable(image: &ImageRef, e: &reqwest::Error) -> RegistryError {
+    fn unreachable(&self, image: &ImageRef, e: &reqwest::Error) -> RegistryError {
+        if e.is_timeout() {
+            return RegistryError::TimedOut { registry: image.registry().to_string(), after: self.timeout };
+        }
         // reqwest's Display leaves out the cause, which is what tells users what to fix.
         // URLs carry no credentials here, so the chain is safe to show.
         let mut message = e.to_string();
@@ -124,7 +129,7 @@ impl HttpRegistry {
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a);
         }
-        req.send().await.map_err(|e| Self::unreachable(image, &e))
+        req.send().await.map_err(|e| self.unreachable(image, &e))
     }
 
     /// Answers a 401 challenge; returns the `Authorization` value to retry with.
@@ -134,7 +139,8 @@ impl HttpRegistry {
         match auth::parse_challenge(challenge) {
             Some(Challenge::Basic) => {
                 let c = creds.ok_or_else(|| refused("basic auth required and no credentials are configured".into()))?;
-                let raw = format!("{}:{}", c.username, c.password.expose());
+                let (user, secret) = c.basic_auth();
+                let raw = format!("{user}:{secret}");
                 Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
@@ -144,9 +150,10 @@ impl HttpRegistry {
                     req = req.query(&[("service", s.as_str())]);
                 }
                 if let Some(c) = &creds {
-                    req = req.basic_auth(&c.username, Some(c.password.expose()));
+                    let (user, secret) = c.basic_auth();
+                    req = req.basic_auth(user, Some(secret));
                 }
-                let resp = req.send().await.map_err(|e| Self::unreachable(image, &e))?;
+                let resp = req.send().await.map_err(|e| self.unreachable(image, &e))?;
                 if !resp.status().is_success() {
                     return Err(refused(format!("token endpoint answered {}", resp.status())));
                 }

@@ -31,73 +31,7 @@ application/vnd.docker.distribution.manifest.v2+json";
 pub const INDEX_MEDIA_TYPES: [&str; 2] =
     ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 
-/// A digest check that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    /// Connection refused, DNS failure, TLS failure or timeout.
-    #[error("registry {registry} unreachable: {message}")]
-    Unreachable {
-        /// Registry host.
-        registry: String,
-        /// What happened.
-        message: String,
-    },
-    /// The registry does not know the repository or tag (404).
-    #[error("{image} not found in its registry")]
-    NotFound {
-        /// The image.
-        image: String,
-    },
-    /// Authentication failed or is needed (401/403).
-    #[error("registry {registry} refused access to {image}: {message}; give credentials with `docker login {registry}` or the config's registries section")]
-    Auth {
-        /// Registry host.
-        registry: String,
-        /// The image.
-        image: String,
-        /// What the registry said.
-        message: String,
-    },
-    /// 429 Too Many Requests, now or earlier within its `Retry-After`.
-    #[error("registry {registry} is rate limiting: no requests for {retry_after_secs} s (Retry-After)")]
-    RateLimited {
-        /// Registry host.
-        registry: String,
-        /// Seconds left before requests resume.
-        retry_after_secs: u64,
-    },
-    /// Any other answer the check cannot use.
-    #[error("registry {registry} answered {status} for {image}")]
-    Status {
-        /// Registry host.
-        registry: String,
-        /// The image.
-        image: String,
-        /// HTTP status.
-        status: u16,
-    },
-    /// The answer lacked `Docker-Content-Digest`, or an index did not parse.
-    #[error("registry {registry}: {message} for {image}")]
-    Protocol {
-        /// Registry host.
-        registry: String,
-        /// The image.
-        image: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl RegistryError {
-    /// True for failures worth retrying within the cycle: connection errors, timeouts and 5xx.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            RegistryError::Unreachable { .. } => true,
-            RegistryError::Status { status, .. } => *status >= 500,
-            _ => false,
-        }
-    }
-}
+pub use crate::error::RegistryError;
 
 /// Rate-limit headers (`RateLimit-Limit: 100;w=21600`, `RateLimit-Remaining: 76;w=21600`,
 /// as Docker Hub sends them).
@@ -201,16 +135,6 @@ pub fn parse_index(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-/// The child digest for `platform` (`os/arch[/variant]`): an exact match, else the
-/// first child with the same `os/arch` (as the engine picks when no variant is asked for).
-pub fn select_platform<'a>(platforms: &'a BTreeMap<String, String>, platform: &str) -> Option<&'a str> {
-    if let Some(d) = platforms.get(platform) {
-        return Some(d);
-    }
-    let os_arch: String = platform.split('/').take(2).collect::<Vec<_>>().join("/");
-    platforms.iter().find(|(k, _)| k.split('/').take(2).collect::<Vec<_>>().join("/") == os_arch).map(|(_, d)| d.as_str())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,8 +156,7 @@ mod tests {
           {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc","size":1,"platform":{"architecture":"unknown","os":"unknown"}}]}"#;
         let p = parse_index(body).unwrap();
         assert_eq!(p.len(), 2);
-        assert!(select_platform(&p, "linux/amd64").unwrap().starts_with("sha256:a"));
-        assert!(select_platform(&p, "linux/arm64").unwrap().starts_with("sha256:b"));
-        assert!(select_platform(&p, "linux/s390x").is_none());
+        assert!(p["linux/amd64"].starts_with("sha256:a"));
+        assert!(p["linux/arm64/v8"].starts_with("sha256:b"));
     }
 }

@@ -1,0 +1,179 @@
+//! What a build depends on (its [`Input`]s) and what a check saw of one (an
+//! [`Observation`]). Pure: no I/O.
+//!
+//! One shape runs from the check to the decision: the check makes an
+//! [`Observation`], state keeps it, and the plan compares the digest that
+//! [`Observation::for_platform`] chooses, the one place a platform's digest is chosen.
+//!
+//! Today every input is an image. A new kind (a git ref, a build context) is a
+//! new variant here, a new check in [`crate::check`], and a new state key form
+//! ([`Input::key`]); the plan, the graph and state take it as they are.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CheckError;
+use crate::reference::ImageRef;
+
+/// One thing a build depends on, whose change rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Input {
+    /// An image the build uses (a base, or an `additional_images` entry), by normalised reference.
+    Image(ImageRef),
+}
+
+impl Input {
+    /// The image, for an image input.
+    pub fn image(&self) -> Option<&ImageRef> {
+        match self {
+            Input::Image(i) => Some(i),
+        }
+    }
+
+    /// The key under which state records this input: `image:<normalised reference>`.
+    /// The prefix names the kind, so other kinds of input fit the same map.
+    pub fn key(&self) -> String {
+        match self {
+            Input::Image(i) => format!("image:{i}"),
+        }
+    }
+
+    /// Parses a [`Input::key`].
+    ///
+    /// # Errors
+    /// A message naming the key, when its kind is unknown or its image reference is invalid.
+    pub fn from_key(key: &str) -> Result<Input, String> {
+        match key.split_once(':') {
+            Some(("image", r)) => ImageRef::parse(r).map(Input::Image).map_err(|e| format!("state key {key:?}: {e}")),
+            _ => Err(format!("state key {key:?}: unknown kind of input; expected `image:<reference>`")),
+        }
+    }
+}
+
+impl fmt::Display for Input {
+    /// The input as people read it: an image's normalised reference.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Image(i) => f.write_str(i.as_str()),
+        }
+    }
+}
+
+impl Serialize for Input {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.key())
+    }
+}
+
+impl<'de> Deserialize<'de> for Input {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(d)?;
+        Input::from_key(&key).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where an observed digest came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestSource {
+    /// `Docker-Content-Digest` of the registry's manifest (OCI distribution spec).
+    Registry,
+    /// The engine's local image ID, for a base the registry does not serve.
+    Local,
+    /// The image ID of another build's output.
+    Build,
+    /// The digest pinned in the reference itself. No longer recorded (pinned
+    /// images are not watched); kept so that older state files still load.
+    Pinned,
+}
+
+impl fmt::Display for DigestSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DigestSource::Registry => "registry",
+            DigestSource::Local => "engine's local image",
+            DigestSource::Build => "engine's image of another build",
+            DigestSource::Pinned => "pinned reference",
+        })
+    }
+}
+
+/// What a check saw of one input: made by the check, kept in state, compared by the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The top-level digest (`sha256:…`), the index's for a multi-platform image:
+    /// what the next check compares, and what the engine's `RepoDigests` show after a pull.
+    pub digest: String,
+    /// Tells a registry outage from a change: a registry-served image is never
+    /// replaced by the engine's local ID.
+    pub source: DigestSource,
+    /// When it was last seen, seconds since the Unix epoch: spaces out checks under a rate limit.
+    pub seen_at: u64,
+    /// When this digest was first seen, seconds since the Unix epoch: the settle window counts from it.
+    #[serde(default)]
+    pub since: u64,
+    /// Platform (`os/arch[/variant]`) → child manifest digest, for an index: a
+    /// re-push of other platforms is then not a change for a build.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<String, String>,
+}
+
+impl Observation {
+    /// The digest a build on `platform` (`os/arch[/variant]`) is built from: the child
+    /// manifest's for an index that has one for the platform, else the top-level digest.
+    /// The one place a platform's digest is chosen.
+    pub fn for_platform(&self, platform: &str) -> &str {
+        select_platform(&self.platforms, platform).unwrap_or(&self.digest)
+    }
+}
+
+/// One input's check in a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The digest state held before this cycle, shown beside the new one.
+    pub old: Option<String>,
+    /// What the check saw, or why it could not.
+    pub seen: Result<Observation, CheckError>,
+    /// The check was not made this cycle (to spare the registry's rate-limit
+    /// reserve, or because the cycle checked only the inputs a trigger named);
+    /// `seen` is the last observation.
+    pub deferred: bool,
+}
+
+/// The child digest for `platform` (`os/arch[/variant]`): an exact match, else the
+/// first child with the same `os/arch` (as the engine picks when no variant is asked for).
+pub fn select_platform<'a>(platforms: &'a BTreeMap<String, String>, platform: &str) -> Option<&'a str> {
+    if let Some(d) = platforms.get(platform) {
+        return Some(d);
+    }
+    let os_arch = |p: &str| p.split('/').take(2).collect::<Vec<_>>().join("/");
+    let wanted = os_arch(platform);
+    platforms.iter().find(|(k, _)| os_arch(k) == wanted).map(|(_, d)| d.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let i = Input::Image(ImageRef::parse("debian:bookworm").unwrap());
+        assert_eq!(i.key(), "image:docker.io/library/debian:bookworm");
+        assert_eq!(Input::from_key(&i.key()).unwrap(), i);
+        assert_eq!(i.to_string(), "docker.io/library/debian:bookworm");
+        assert!(Input::from_key("git:https://x").unwrap_err().contains("unknown kind"));
+        assert!(Input::from_key("image:UPPER").is_err());
+    }
+
+    #[test]
+    fn platform_digest() {
+        let platforms: BTreeMap<String, String> =
+            [("linux/amd64".to_string(), "sha256:a".to_string()), ("linux/arm64/v8".to_string(), "sha256:b".to_string())].into();
+        let o = Observation { digest: "sha256:top".into(), source: DigestSource::Registry, seen_at: 0, since: 0, platforms };
+        assert_eq!(o.for_platform("linux/amd64"), "sha256:a");
+        assert_eq!(o.for_platform("linux/arm64"), "sha256:b");
+        assert_eq!(o.for_platform("linux/s390x"), "sha256:top");
+    }
+}
