@@ -343,22 +343,24 @@ def b5(workdir, reg, trials, results):
     with open(os.path.join(d, "app", "Dockerfile"), "w") as f:
         f.write(f"FROM {base}\nRUN true\n")
     cfg = write_config(d, {"app": {"dockerfile": os.path.join(d, "app"), "tags": ["bench/b5-app:latest"], "labels": {"freshen.bench": str(os.getpid())}}},
-                       {"interval": "10s"})
+                       {"interval": "10s", "log_format": "json"})
     sh(FRESHEN, "-c", cfg, "--once")
     log = os.path.join(workdir, "b5.log")
+    # Waits on the JSON log's structured events, never on message text or module paths.
+    started, finished = '"event":"build_started"', '"event":"build_finished"'
     p = subprocess.Popen([FRESHEN, "-c", cfg], stderr=open(log, "w"), stdout=subprocess.DEVNULL)
     rnd = random.Random(5)
     lat = []
     for t in range(trials):
         time.sleep(rnd.uniform(0, 10))
-        seen = open(log).read().count("freshen::rebuild: building")
+        seen = open(log).read().count(started)
         variant(base, base, f"b5-{t}")
         sh("docker", "push", "-q", base)
         pushed = time.monotonic()
-        while open(log).read().count("freshen::rebuild: building") == seen:
+        while open(log).read().count(started) == seen:
             time.sleep(0.05)
         lat.append(time.monotonic() - pushed)
-        while open(log).read().count("freshen::rebuild: built") <= seen:
+        while open(log).read().count(finished) <= seen:
             time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     p.wait()

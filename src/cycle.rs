@@ -150,11 +150,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             .iter()
             .map(|n| (n.clone(), project.graph.parents(n).into_iter().filter(in_order).map(String::from).collect()))
             .collect();
-        let builder = Arc::new(Builder {
-            engine: input.engine.clone(),
-            project: input.project.clone(),
-            engine_platform: input.engine_platform.clone(),
-        });
+        let builder = Arc::new(Builder { engine: input.engine.clone(), project: input.project.clone() });
         let compared = Arc::new(plan.compared.clone());
         let run = |name: String| {
             let (builder, compared) = (builder.clone(), compared.clone());

@@ -29,7 +29,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
     let input = CycleInput {
         project: project.clone(),
         engine,
-        registry: Arc::new(setup.registry),
+        registry: setup.registry,
         state_path: opts.state_file.clone(),
         parallelism: 1,
         check_concurrency: opts.check_concurrency,

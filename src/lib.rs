@@ -28,25 +28,25 @@
 
 #![warn(missing_docs)]
 
-pub mod check;
+mod check;
 pub mod cli;
 pub mod config;
-pub mod credentials;
+mod credentials;
 pub mod cycle;
 pub mod dockerfile;
 pub mod engine;
 pub mod error;
 pub mod executor;
-pub mod explain;
+mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;
 pub mod input;
-pub mod listen;
-pub mod output;
+mod listen;
+mod output;
 pub mod plan;
 pub mod project;
-pub mod rebuild;
+mod rebuild;
 pub mod reference;
 pub mod registry;
 pub mod state;

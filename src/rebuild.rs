@@ -26,8 +26,6 @@ pub struct Builder {
     pub engine: Arc<dyn Engine>,
     /// Each build's config and resolution.
     pub project: Arc<Project>,
-    /// The engine's platform, for builds without `platform`.
-    pub engine_platform: String,
 }
 
 /// Re-seeds a `built_from` map from an image's labels, when freshen built it.

@@ -115,7 +115,7 @@ pub struct Setup {
     /// The project resolved from it.
     pub project: Project,
     /// The registry client built from its `registries` section.
-    pub registry: HttpRegistry,
+    pub registry: Arc<dyn Registry>,
 }
 
 impl Setup {
@@ -136,7 +136,7 @@ impl Setup {
         let project = crate::project::analyse(&config, &texts, platform).map_err(|e| format!("{}: {e}", config.path.display()))?;
         let registry = HttpRegistry::new(config.options.registry_timeout, config.registries.clone())
             .map_err(|e| format!("{}: {e}", config.path.display()))?;
-        Ok(Setup { config, project, registry })
+        Ok(Setup { config, project, registry: Arc::new(registry) })
     }
 }
 
@@ -252,6 +252,6 @@ struct Current {
 
 impl Current {
     fn new(s: Setup) -> Self {
-        Current { config: s.config, project: Arc::new(s.project), registry: Arc::new(s.registry) }
+        Current { config: s.config, project: Arc::new(s.project), registry: s.registry }
     }
 }

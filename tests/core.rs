@@ -156,6 +156,43 @@ fn a_deleted_state_file_is_reseeded_from_labels_so_nothing_is_rebuilt_and_no_cha
     assert_eq!(cat(&env.image("app:latest"), "/app-built-on"), "v2");
 }
 
+/// `state` (format 2) as freshen 0.1 before typed inputs wrote it: format 1, keyed by image text.
+fn as_version_1(state: &serde_json::Value) -> serde_json::Value {
+    let strip = |m: &serde_json::Value| -> serde_json::Value {
+        m.as_object().unwrap().iter().map(|(k, v)| (k.strip_prefix("image:").unwrap().to_string(), v.clone())).collect()
+    };
+    let mut builds = state["builds"].clone();
+    for b in builds.as_object_mut().unwrap().values_mut() {
+        b["built_from"] = strip(&b["built_from"]);
+    }
+    json!({"version": 1, "images": strip(&state["inputs"]), "builds": builds})
+}
+
+#[test]
+fn a_version_1_state_file_is_migrated_and_nothing_is_rebuilt() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("statev1");
+    env.push_base("base:1", "v1");
+    lib_app(&env);
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let (lib, app) = (image_id(&env.image("lib:latest")).unwrap(), image_id(&env.image("app:latest")).unwrap());
+    let read = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap() };
+    std::fs::write(env.state_path(), as_version_1(&read()).to_string()).unwrap();
+
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcomes"], json!({}), "nothing rebuilt: {report}");
+    assert_eq!((&report["decisions"]["lib"]["status"], &report["decisions"]["app"]["status"]), (&json!("fresh"), &json!("fresh")));
+    assert_eq!((image_id(&env.image("lib:latest")).unwrap(), image_id(&env.image("app:latest")).unwrap()), (lib, app));
+    let state = read();
+    assert_eq!(state["version"], 2, "saved back in format 2");
+    assert_eq!(state["builds"]["lib"]["origin"], "built", "the records came from the v1 file, not from the labels");
+    assert!(state["inputs"].get(format!("image:{}", env.image("base:1"))).is_some());
+}
+
 #[test]
 fn existing_images_freshen_never_built_are_a_baseline_unless_rebuild_on_start() {
     if !engine_available() {

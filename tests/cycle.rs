@@ -19,6 +19,8 @@ use freshen::plan::Decision;
 use freshen::project::{self, Project};
 use freshen::reference::ImageRef;
 use freshen::state::{self, BuildRecord, Origin, State};
+use freshen::trigger::{Phase, Status, Trigger, Triggers};
+use freshen::watcher::{self, Loop, Mode, Setup};
 use tokio_util::sync::CancellationToken;
 
 const BASE: &str = "registry.example.com/base:1";
@@ -43,6 +45,7 @@ struct World {
     registry: Arc<FakeRegistry>,
     state: Mutex<State>,
     project: Arc<Project>,
+    config: Config,
     dir: tempfile::TempDir,
 }
 
@@ -89,7 +92,7 @@ impl World {
         };
         let config = Config { path: dir.path().join("config.json"), options, builds: config_builds, registries: Default::default() };
         let project = Arc::new(project::analyse(&config, &texts, Some("linux/amd64")).unwrap());
-        World { engine, registry, state: Mutex::new(State::default()), project, dir }
+        World { engine, registry, state: Mutex::new(State::default()), project, config, dir }
     }
 
     fn serve(&self, image: &str, digest: &str) {
@@ -343,4 +346,44 @@ async fn a_dry_run_of_a_missing_build_whose_check_fails_is_a_failure() {
     let lib_tag = r.checks[&input("registry.example.com/lib:1")].seen.as_ref().unwrap_err();
     assert_eq!(lib_tag.kind(), "not_built", "a parent's tag built first in this cycle is not a failure");
     assert!(r.failed(), "the base's check failed: --dry-run exits 1");
+}
+
+#[tokio::test]
+async fn triggers_during_a_cycle_make_one_follow_up_that_checks_only_the_inputs_named() {
+    const OTHER: &str = "registry.example.com/other:1";
+    let w = World::new(&[
+        ("lib", "registry.example.com/lib:1", format!("FROM {BASE}\n")),
+        ("tool", "registry.example.com/tool:1", format!("FROM {OTHER}\n")),
+    ]);
+    w.serve(BASE, D1);
+    w.serve(OTHER, D1);
+    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
+    w.built("tool", "registry.example.com/tool:1", &[(OTHER, D1)]);
+    state::save(&w.state_path(), &w.state.lock().unwrap()).unwrap();
+    let triggers = Triggers::new(CancellationToken::new());
+    // Sent before the loop starts, so they are pending while its first cycle runs.
+    for _ in 0..3 {
+        triggers.send(Trigger::Check([input(BASE)].into()));
+    }
+    let (status, mut rx) = tokio::sync::watch::channel(Status::default());
+    let setup = Setup { config: w.config.clone(), project: (*w.project).clone(), registry: w.registry.clone() };
+    let l = Loop {
+        engine: w.engine.clone(),
+        engine_platform: "linux/amd64".into(),
+        mode: Mode::default(),
+        triggers: triggers.clone(),
+        reloader: None,
+        status,
+    };
+    let drive = async {
+        rx.wait_for(|s| s.cycles == 2 && s.phase == Phase::Idle).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rx.borrow().cycles, 2, "no third cycle: the interval is 5 minutes away");
+        triggers.send(Trigger::Shutdown);
+    };
+    let (last, ()) = tokio::join!(watcher::run(setup, l), drive);
+    let heads = w.registry.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert_eq!(heads[2], norm(BASE), "the follow-up cycle sent one HEAD, for the input named");
+    assert!(last.unwrap().checks[&input(OTHER)].deferred);
 }
