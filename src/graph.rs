@@ -14,11 +14,11 @@ use crate::reference::ImageRef;
 /// What the graph needs to know of one build.
 #[derive(Debug, Clone)]
 pub struct Node {
-    /// Build name.
+    /// The build's name, which the graph's answers use.
     pub name: String,
-    /// Tags the build produces.
+    /// The tags the build produces: another build using one is its child.
     pub tags: Vec<ImageRef>,
-    /// Images the build uses (its base, and additional watched images).
+    /// The images the build watches: one that is another build's tag makes that build its parent.
     pub uses: Vec<ImageRef>,
 }
 

@@ -6,7 +6,7 @@
 //! [`Observation::for_platform`] chooses, the one place a platform's digest is chosen.
 //!
 //! Today every input is an image. A new kind (a git ref, a build context) is a
-//! new variant here, a new check in [`crate::check`], and a new state key form
+//! new variant here, a new check in `check.rs`, and a new state key form
 //! ([`Input::key`]); the plan, the graph and state take it as they are.
 
 use std::collections::BTreeMap;

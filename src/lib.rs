@@ -4,27 +4,45 @@
 //! dependency order.
 //!
 //! # Layout
-//! - [`cli`]: clap definitions and subcommands (run, `--once`, plan, graph, explain, validate).
-//! - [`output`]: what the CLI prints: reports, plan, graph.
-//! - [`explain`]: `freshen explain BUILD`.
-//! - [`config`]: raw JSON → schema check → resolved [`config::Config`].
-//! - [`credentials`]: registry credentials and per-registry settings; secrets never print.
-//! - [`reference`]: image references: parse, normalise, compare (pure).
-//! - [`dockerfile`]: base-image resolution: stages, ARG expansion (pure).
-//! - [`project`]: a config resolved against its Dockerfiles; `plan` output (pure but for one reader).
-//! - [`graph`]: build graph: edges, cycles, descendants, topological order (pure).
-//! - [`plan`]: (project, digests, state) → what to rebuild and why (pure).
-//! - [`registry`]: digest checks against registries: HEAD, auth, retries.
-//! - [`engine`]: trait [`engine::Engine`] and the bollard implementation; build contexts.
-//! - [`executor`]: runs a plan: ordering, parallelism, failure propagation.
-//! - [`state`]: versioned state file, atomic writes.
-//! - [`check`]: a cycle's checks: each watched image once; pinned, built, registry, local.
-//! - [`rebuild`]: one build: pull, build with labels, record.
-//! - [`cycle`]: one cycle: check → plan → execute → record.
-//! - [`watcher`]: the loop; one cycle at a time; shutdown.
+//! In the order data flows: triggers → loop → inputs → checks → plan → builds →
+//! records → report → listeners.
 //!
-//! Dependencies point one way: the pure core (`reference`, `dockerfile`,
-//! `graph`, `plan`) imports no tokio, bollard or HTTP.
+//! The pure core (no tokio, bollard or HTTP):
+//! - [`reference`](mod@reference): image references: parse, normalise, compare.
+//! - [`dockerfile`]: base-image resolution: stages, ARG expansion.
+//! - [`project`]: a config resolved against its Dockerfiles: each build's inputs; `plan` output (pure but for one reader).
+//! - [`input`]: what a build depends on ([`input::Input`]) and what a check saw of it ([`input::Observation`]).
+//!   A new kind of input (git, a build context) is a variant here.
+//! - [`graph`]: the build graph: edges, cycles, descendants, topological order.
+//! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
+//! - [`error`]: typed errors of the registry, the engine, checks and builds.
+//!
+//! Loading: [`config`]: the config file (and `password_file`s) → schema check →
+//! resolved [`config::Config`]; the [`config::Redactor`] of secret build args.
+//!
+//! The edges, behind small traits:
+//! - [`registry`]: digest checks: HEAD, auth, retries ([`registry::Registry`]).
+//! - [`engine`]: inspect, pull, build ([`engine::Engine`], bollard); build contexts.
+//!   A new builder (BuildKit) goes here.
+//! - `credentials`: registry credentials; secrets never print.
+//! - [`state`]: the versioned state file (format 2, migrated from 1), atomic writes.
+//!
+//! Composition:
+//! - `check`: a cycle's checks: each watched input once → [`input::Check`]s.
+//! - `rebuild`: one build: pull, build with labels → its [`state::BuildRecord`].
+//!   A new post-build step (push, test gate) goes here.
+//! - [`executor`]: runs a plan's builds: ordering, parallelism, failure propagation.
+//! - [`cycle`]: one cycle: check → plan → execute; the one owner of state while it runs.
+//! - [`trigger`]: the loop's way in ([`trigger::Triggers`]: tick, reload, check these
+//!   inputs, shutdown) and way out ([`trigger::Status`] on a watch channel).
+//!   A new trigger (HTTP) sends on it.
+//! - [`watcher`]: the loop: start, one cycle at a time, reload, shutdown.
+//! - `listen`: listeners on the status channel: sd_notify, the cycle summary.
+//!   Metrics and notifications go here.
+//! - [`cli`], `output`, `explain`: the command line and what it prints.
+//!
+//! Dependencies point one way: the pure core imports nothing from the edges or
+//! the composition, and nothing imports [`cli`].
 
 #![warn(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! The one way into the loop: [`Triggers`], a coalescing channel of [`Trigger`]s
 //! (the interval's tick, a config reload, "check these inputs now", shutdown),
 //! and the one way out: a [`Status`] published on a `tokio::sync::watch` channel
-//! after every cycle, which listeners ([`crate::listen`]) read.
+//! after every cycle, which listeners (`listen.rs`) read.
 //!
 //! Triggers that arrive while a cycle runs are merged into one [`Pending`] set,
 //! so that any number of them leads to one follow-up cycle. The set is bounded

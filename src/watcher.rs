@@ -1,7 +1,7 @@
 //! The loop: connect, then wait for a trigger → cycle → publish the report, one
 //! cycle at a time, until a shutdown (daemon) or after one cycle (`--once`).
 //! Triggers come in through [`crate::trigger::Triggers`]; reports go out on a
-//! `watch` channel of [`Status`] to the listeners ([`crate::listen`]).
+//! `watch` channel of [`Status`] to the listeners (`listen.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +87,7 @@ pub enum StartError {
 
 /// A connected engine, its platform, and the config resolved with that platform.
 pub struct Started {
-    /// The engine.
+    /// The connected engine, shared by every cycle.
     pub engine: Arc<dyn Engine>,
     /// The engine's `os/arch`, or this host's when the engine does not say.
     pub platform: String,
@@ -110,11 +110,11 @@ pub async fn start(config: Config, once: bool, cancel: &CancellationToken) -> Re
 
 /// A config with its resolved project and registry client: what a reload replaces.
 pub struct Setup {
-    /// The config.
+    /// The options the loop and each cycle run with.
     pub config: Config,
-    /// The project resolved from it.
+    /// What to check and build, resolved from the config.
     pub project: Project,
-    /// The registry client built from its `registries` section.
+    /// Checks digests with the config's `registries` credentials and CAs; a trait object, so tests can pass a fake.
     pub registry: Arc<dyn Registry>,
 }
 

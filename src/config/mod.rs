@@ -71,29 +71,29 @@ pub enum LogFormat {
 /// Global options, with defaults filled in.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Time between cycles (`options.interval`, default 5 minutes).
+    /// How long a change may wait before freshen polls for it (`options.interval`, default 5 minutes).
     pub interval: Duration,
-    /// Builds run at once (default 1).
+    /// Builds at once (default 1): bounds the load on the engine.
     pub parallelism: usize,
-    /// Registry checks run at once (default 8).
+    /// Registry checks at once (default 8): fast cycles without flooding a registry.
     pub check_concurrency: usize,
-    /// Timeout of one registry request (default 20 s).
+    /// How long one registry request may take (default 20 s), so a dead registry cannot stall a cycle.
     pub registry_timeout: Duration,
     /// How long running builds may finish after a stop signal (default 30 s).
     pub shutdown_grace: Duration,
-    /// Absolute path of the state file.
+    /// Where the digests seen and the builds' records survive restarts (absolute).
     pub state_file: PathBuf,
-    /// tracing filter directive for the level (`info`, `debug`, …).
+    /// How much to log: a tracing filter directive (`info`, `debug`, …).
     pub log_level: String,
-    /// Log format.
+    /// Text for people, JSON for log collectors and the tests.
     pub log_format: LogFormat,
-    /// Rebuild every build in the first cycle after start.
+    /// Rebuild everything in the first cycle, for users who want a known-fresh start.
     pub rebuild_on_start: bool,
-    /// A changed digest must be seen unchanged this long before builds start (default 0).
+    /// How long a new digest must stay before builds start (default 0), so a burst of pushes makes one rebuild.
     pub settle: Duration,
-    /// Check a registry less often when its remaining quota falls under this (default 10).
+    /// Requests left under which a registry is checked less often (default 10), so its quota is never used up.
     pub rate_limit_reserve: u64,
-    /// Default of `watch_stages` for builds that do not set it.
+    /// Which stages' images are watched, for builds that do not say.
     pub watch_stages: WatchStages,
     /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
     pub warnings: Vec<String>,
@@ -102,29 +102,29 @@ pub struct Options {
 /// One build, with paths made absolute and references parsed.
 #[derive(Debug, Clone)]
 pub struct Build {
-    /// The build's name (the key under `builds`).
+    /// The key under `builds`: how logs, reports and state name the build.
     pub name: String,
-    /// Absolute path of the Dockerfile.
+    /// The Dockerfile (absolute): where the base images are read from.
     pub dockerfile: PathBuf,
-    /// Absolute path of the build context folder.
+    /// The build context folder (absolute), sent to the engine.
     pub context: PathBuf,
     /// Tags, normalised; the first is the one checked for existence and passed as `t`.
     pub tags: Vec<ImageRef>,
-    /// Build args.
+    /// Build args: passed to the engine, and used to expand `ARG`s in `FROM`.
     pub build_args: HashMap<String, String>,
-    /// Target stage.
+    /// The stage to build; its `FROM` chain decides the base.
     pub target: Option<String>,
-    /// Target platform (`os/arch[/variant]`).
+    /// The platform to build for (`os/arch[/variant]`): picks a multi-platform base's digest.
     pub platform: Option<String>,
-    /// Extra labels.
+    /// The user's labels, set on the image beside freshen's own.
     pub labels: HashMap<String, String>,
-    /// Build without cache.
+    /// Build without the engine's cache, for builds that fetch at build time.
     pub no_cache: bool,
-    /// More images to watch.
+    /// Images the Dockerfile does not name but the build depends on (`COPY --from` a variable, a script's pull).
     pub additional_images: Vec<ImageRef>,
-    /// Images never to watch.
+    /// Images whose changes must not rebuild this build.
     pub exclude_images: Vec<ImageRef>,
-    /// Which images of the Dockerfile are watched.
+    /// Which stages' images are watched: the final stage's base, or every stage the target needs.
     pub watch_stages: WatchStages,
     /// Values of the build args named in `secret_build_args` (the build's and
     /// the options'), to be replaced by `***` wherever freshen prints text.

@@ -17,11 +17,11 @@ pub use docker::DockerEngine;
 /// What freshen needs to know of a local image (Engine API: `GET /images/{name}/json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageInfo {
-    /// Image ID, `sha256:…`.
+    /// Image ID (`sha256:…`): what a build on this image is recorded as built from.
     pub id: String,
-    /// `RepoDigests`: `name@sha256:…` for each registry digest the image was pulled or pushed as.
+    /// `RepoDigests` (`name@sha256:…`): match a pulled image to the registry digest the check saw.
     pub repo_digests: Vec<String>,
-    /// Image labels.
+    /// Labels: freshen's own re-seed state when the state file is lost.
     pub labels: HashMap<String, String>,
 }
 
@@ -40,23 +40,23 @@ impl ImageInfo {
 /// One build to run (Engine API: `POST /build`).
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
-    /// Build name, for logs.
+    /// The build's name, so that build output lines can be told apart in the log.
     pub name: String,
-    /// Absolute path of the build context folder.
+    /// The build context folder (absolute), archived and sent.
     pub context: PathBuf,
-    /// Absolute path of the Dockerfile (inside or outside the context).
+    /// The Dockerfile (absolute), inside or outside the context: added to the archive when outside.
     pub dockerfile: PathBuf,
-    /// Tags; the first is passed as `t`, the rest applied with `tag_image`.
+    /// Every tag to move to the new image, together, after the build succeeds.
     pub tags: Vec<ImageRef>,
-    /// Build args.
+    /// Build args for the engine (`buildargs`).
     pub build_args: HashMap<String, String>,
-    /// Target stage.
+    /// The stage to build (`target`).
     pub target: Option<String>,
-    /// Target platform.
+    /// The platform to build for (`platform`); the engine's when absent.
     pub platform: Option<String>,
-    /// Labels, freshen's own included.
+    /// The user's labels and freshen's (`built-from`, OCI base annotations), which re-seed state.
     pub labels: HashMap<String, String>,
-    /// Build without cache.
+    /// Bypass the engine's cache (`nocache`).
     pub no_cache: bool,
     /// Replaces secret build arg values by `***` in the build output lines the engine logs.
     pub redactor: Redactor,

@@ -37,22 +37,22 @@ pub use crate::error::RegistryError;
 /// as Docker Hub sends them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
-    /// Requests allowed per window.
+    /// Requests allowed per window: with `remaining`, how close the registry is to refusing.
     pub limit: u64,
-    /// Requests left in the window.
+    /// Requests left in the window: under `rate_limit_reserve`, checks are spaced out.
     pub remaining: u64,
-    /// Window length in seconds (`w=`), when given.
+    /// Window length in seconds (`w=`), when given: when the quota comes back.
     pub window_secs: Option<u64>,
 }
 
 /// What a manifest HEAD says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
-    /// `Docker-Content-Digest`.
+    /// `Docker-Content-Digest`: the digest compared with the last one.
     pub digest: String,
-    /// `Content-Type`: the manifest's media type.
+    /// `Content-Type`: an index's is followed by one GET for its platforms' digests.
     pub media_type: String,
-    /// Rate-limit headers, when present.
+    /// Rate-limit headers, when present: kept in state to spare the quota.
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -76,11 +76,11 @@ pub trait Registry: Send + Sync {
 /// A successful check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
-    /// The top-level digest (index digest for multi-platform images).
+    /// The top-level digest (the index's for multi-platform images): next cycle's baseline.
     pub digest: String,
-    /// Platform → child manifest digest, for an index; empty otherwise.
+    /// Platform → child manifest digest, for an index (else empty): what a build on that platform compares.
     pub platforms: BTreeMap<String, String>,
-    /// Rate-limit headers of the HEAD.
+    /// Rate-limit headers of the HEAD, kept in state.
     pub rate_limit: Option<RateLimit>,
 }
 
