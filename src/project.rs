@@ -195,7 +195,7 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
         .map(|a| {
             let r = a.resolution.as_ref().ok();
             let redactor = a.build.redactor();
-            let list = |images: &[ImageRef]| images.iter().map(|i| redactor.redact(i.as_str())).collect();
+            let list = |images: &mut dyn Iterator<Item = &ImageRef>| images.map(|i| redactor.redact(i.as_str())).collect();
             let invalid = match &a.resolution {
                 Err(ResolveError::Dockerfile { source: DockerfileError::Reference { text, .. }, .. }) => Some(text.as_str()),
                 _ => None,
@@ -207,9 +207,9 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
                 base: r.and_then(|r| r.base.as_ref()).map(|b| redactor.redact(b.as_str())),
                 pinned: r.is_some_and(Resolution::pinned),
                 parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
-                watched: list(&a.images().cloned().collect::<Vec<_>>()),
-                pinned_images: list(&a.pinned),
-                ignored_images: list(&a.ignored),
+                watched: list(&mut a.images()),
+                pinned_images: list(&mut a.pinned.iter()),
+                ignored_images: list(&mut a.ignored.iter()),
                 error: a.resolution.as_ref().err().map(|e| redactor.redact(&e.to_string())),
             }
         })

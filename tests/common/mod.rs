@@ -201,7 +201,19 @@ impl Env {
         )
         .unwrap();
         let image = self.image(repo_tag);
-        docker(&["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()]);
+        let args = ["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()];
+        // Every test's base shares the `COPY busybox` layer from the engine's build cache. Another
+        // test's cleanup can remove that cached image between the cache hit and its use, and the
+        // classic builder then fails with "failed to get digest": build again, once the cache no longer offers it.
+        for _ in 0..2 {
+            let out = Command::new("docker").args(args).output().unwrap();
+            if out.status.success() {
+                return;
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("failed to get digest"), "docker {args:?} failed: {err}");
+        }
+        docker(&args);
     }
 
     /// Writes `text` to `rel` under the temp folder, creating folders.
