@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -54,25 +55,21 @@ pub fn load_state(path: &std::path::Path) -> State {
 }
 
 /// Connects to the engine. With `once`, the first failure is returned; otherwise
-/// it retries with exponential backoff (1 s doubling to 60 s) until `cancel` fires.
+/// it retries with exponential backoff (1 s doubling to 60 s, backon) until `cancel` fires.
 ///
 /// # Errors
 /// [`EngineError::Unreachable`] in `once` mode, or when cancelled before connecting.
 pub async fn connect_engine(registries: &Registries, once: bool, cancel: &CancellationToken) -> Result<DockerEngine, EngineError> {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match DockerEngine::connect(registries.clone()).await {
-            Ok(e) => return Ok(e),
-            Err(e) if once => return Err(e),
-            Err(e) => {
-                tracing::error!(event = "engine_unreachable", error = %e, retry_in = %humantime::format_duration(delay), "Docker engine not answering; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => return Err(e),
-                }
-                delay = (delay * 2).min(MAX_ENGINE_BACKOFF);
-            }
-        }
+    if once {
+        return DockerEngine::connect(registries.clone()).await;
+    }
+    let backoff = ExponentialBuilder::default().with_min_delay(Duration::from_secs(1)).with_max_delay(MAX_ENGINE_BACKOFF).without_max_times();
+    let connect = (|| DockerEngine::connect(registries.clone())).retry(backoff).notify(|e, wait| {
+        tracing::error!(event = "engine_unreachable", error = %e, retry_in = %humantime::format_duration(wait), "Docker engine not answering; retrying");
+    });
+    tokio::select! {
+        r = connect => r,
+        _ = cancel.cancelled() => Err(EngineError::Unreachable("stopped before the engine answered".into())),
     }
 }
 

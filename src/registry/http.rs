@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use rand::RngExt;
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Client, Method, Response, StatusCode};
 
@@ -18,8 +18,8 @@ use crate::credentials::{self, Registries};
 use crate::reference::ImageRef;
 
 /// Attempts per request for transient failures (connection errors, timeouts, 5xx).
-const ATTEMPTS: u32 = 3;
-/// First backoff; doubled each retry, with up to 50 % random jitter added.
+const ATTEMPTS: usize = 3;
+/// First backoff; doubled each retry, with a random jitter of up to the delay itself added.
 const BACKOFF: Duration = Duration::from_millis(200);
 /// Back-off after a 429 without a usable `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -200,22 +200,17 @@ impl HttpRegistry {
         }
     }
 
-    /// [`Self::request_once`] retried on transient failures with jittered exponential backoff.
+    /// [`Self::request_once`] retried on transient failures, with jittered exponential backoff (backon).
     async fn request(&self, method: Method, image: &ImageRef, path: &str) -> Result<Response, RegistryError> {
-        let mut delay = BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self.request_once(method.clone(), image, path).await {
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    let jitter = rand::rng().random_range(0..=delay.as_millis() as u64 / 2);
-                    tracing::debug!(event = "registry_retry", image = %image, attempt, error = %e, "registry request failed; retrying");
-                    tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let backoff = ExponentialBuilder::default().with_min_delay(BACKOFF).with_max_times(ATTEMPTS - 1).with_jitter();
+        (|| self.request_once(method.clone(), image, path))
+            .retry(backoff)
+            .when(RegistryError::is_transient)
+            .notify(|e, wait| {
+                let retry_in = humantime::format_duration(Duration::from_millis(wait.as_millis() as u64));
+                tracing::debug!(event = "registry_retry", image = %image, error = %e, %retry_in, "registry request failed; retrying");
+            })
+            .await
     }
 }
 
