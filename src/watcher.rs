@@ -63,7 +63,8 @@ pub async fn connect_engine(registries: &Registries, once: bool, cancel: &Cancel
     if once {
         return DockerEngine::connect(registries.clone()).await;
     }
-    let backoff = ExponentialBuilder::default().with_min_delay(Duration::from_secs(1)).with_max_delay(MAX_ENGINE_BACKOFF).without_max_times();
+    let backoff =
+        ExponentialBuilder::default().with_min_delay(Duration::from_secs(1)).with_max_delay(MAX_ENGINE_BACKOFF).without_max_times();
     let connect = (|| DockerEngine::connect(registries.clone())).retry(backoff).notify(|e, wait| {
         tracing::error!(event = "engine_unreachable", error = %e, retry_in = %humantime::format_duration(wait), "Docker engine not answering; retrying");
     });

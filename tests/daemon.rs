@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -25,7 +24,7 @@ fn sigterm_during_a_build_lets_it_finish_saves_state_and_exits_0() {
         }),
     );
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "build_started", &[], Duration::from_secs(30)), "daemon started a build");
     std::thread::sleep(Duration::from_millis(500));
     let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -51,7 +50,7 @@ fn the_daemon_runs_a_cycle_each_interval() {
     let config =
         env.config(json!({"interval": 1, "log_format": "json"}), json!({"img": {"dockerfile": "img", "tags": [env.image("img:latest")]}}));
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "build_finished", &[("status", "rebuilt")], Duration::from_secs(30)));
     env.push_base("base:1", "v2");
     let rebuilt =
@@ -85,7 +84,7 @@ fn a_base_pushed_twice_inside_the_settle_window_leads_to_one_rebuild() {
     env.build_base("base:v2", "v2");
     env.build_base("base:v3", "v3");
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "cycle_finished", &[], Duration::from_secs(30)));
     for v in ["v2", "v3"] {
         docker(&["tag", &env.image(&format!("base:{v}")), &env.image("base:1")]);
@@ -117,7 +116,7 @@ fn a_change_still_settling_is_rechecked_when_the_window_ends_not_an_interval_lat
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
     env.push_base("base:1", "v2");
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     let rebuilt = wait_event(&log, "build_finished", &[("status", "rebuilt")], Duration::from_secs(30));
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert_eq!(child.wait().unwrap().code(), Some(0));

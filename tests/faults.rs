@@ -40,7 +40,7 @@ fn registry_down_then_back_the_daemon_goes_on_and_rebuilds_what_changed_meanwhil
 
     proxy.fail_always(Some(Fault::Drop));
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     wait_until(Duration::from_secs(60), || count_events(&log, "cycle_finished", &[]) >= 3);
     assert!(count_events(&log, "check_failed", &[]) >= 3, "{}", std::fs::read_to_string(&log).unwrap());
     assert!(child.try_wait().unwrap().is_none(), "the daemon never exits on a registry fault");
@@ -218,7 +218,7 @@ fn a_second_stop_signal_exits_at_once_with_state_consistent() {
         json!({"slow": {"dockerfile": "slow", "tags": [env.image("slow:latest")]}}),
     );
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "build_started", &[("build", "slow")], Duration::from_secs(30)));
     signal(&child, "-INT");
     assert!(wait_event(&log, "stop_requested", &[], Duration::from_secs(10)));
@@ -271,7 +271,7 @@ fn a_full_disk_or_read_only_state_folder_keeps_the_last_good_state_and_the_daemo
         json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}),
     );
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "build_finished", &[("status", "rebuilt")], Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(500));
     let state_file = mnt.join("state.json");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -66,7 +66,7 @@ fn shutdown_grace_bounds_the_wait_for_running_builds() {
         json!({"slow": {"dockerfile": "slow", "tags": [env.image("slow:latest")]}}),
     );
     let log = env.dir.path().join("daemon.log");
-    let mut child = freshen_cmd(&config, &[]).stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "build_started", &[], Duration::from_secs(30)), "the build started");
     std::thread::sleep(Duration::from_millis(500));
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());

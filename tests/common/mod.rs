@@ -195,25 +195,19 @@ impl Env {
         let ctx = self.dir.path().join(format!("base-{}", repo_tag.replace([':', '/'], "_")));
         std::fs::create_dir_all(&ctx).unwrap();
         std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("static busybox (apt-get install busybox-static)");
+        // The LABEL first makes every cached step of this test's bases its own: with a shared
+        // `COPY busybox` layer, another test's cleanup could remove the cached image between the
+        // classic builder's cache hit and its use ("No such image", "failed to get digest").
         std::fs::write(
             ctx.join("Dockerfile"),
-            format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox --install -s /bin && echo {version} > /etc/base-version\"]\n"),
+            format!(
+                "FROM scratch\nLABEL freshen.test.base={}\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox --install -s /bin && echo {version} > /etc/base-version\"]\n",
+                self.prefix
+            ),
         )
         .unwrap();
         let image = self.image(repo_tag);
-        let args = ["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()];
-        // Every test's base shares the `COPY busybox` layer from the engine's build cache. Another
-        // test's cleanup can remove that cached image between the cache hit and its use, and the
-        // classic builder then fails with "failed to get digest": build again, once the cache no longer offers it.
-        for _ in 0..2 {
-            let out = Command::new("docker").args(args).output().unwrap();
-            if out.status.success() {
-                return;
-            }
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("failed to get digest"), "docker {args:?} failed: {err}");
-        }
-        docker(&args);
+        docker(&["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()]);
     }
 
     /// Writes `text` to `rel` under the temp folder, creating folders.
@@ -301,6 +295,11 @@ pub fn freshen_cmd(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_freshen"));
     c.arg("-c").arg(config).args(args).env("RUST_LOG", "freshen=debug");
     c
+}
+
+/// The freshen daemon with `-c config`, its log (debug) written to `log`, stdout discarded.
+pub fn spawn_daemon(config: &Path, log: &Path) -> std::process::Child {
+    freshen_cmd(config, &[]).stderr(std::fs::File::create(log).unwrap()).stdout(std::process::Stdio::null()).spawn().unwrap()
 }
 
 /// Runs the docker CLI; panics with its output on failure.

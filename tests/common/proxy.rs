@@ -131,29 +131,33 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
         let f = s.next.pop_front().or_else(|| s.always.clone());
         (f, s.latency, s.extra_headers.clone())
     };
-    let result = answer(client, upstream, fault, latency, &head, &body, &extra);
+    let reply = answer(upstream, fault, latency, &head, &body, &extra);
+    // Counted out before the client sees the answer: once it has, it may send its next
+    // request, which must not look as if it overlapped this one.
     shared.lock().unwrap().in_flight -= 1;
-    result
+    let mut client = client;
+    match reply? {
+        None => client.shutdown(std::net::Shutdown::Both),
+        Some(bytes) => client.write_all(&bytes),
+    }
 }
 
-/// Sends the fault, or forwards the request upstream and its response back.
+/// The fault, or the upstream's response to the request: the bytes to send back, or
+/// `None` to drop the connection.
 fn answer(
-    client: TcpStream,
     upstream: &str,
     fault: Option<Fault>,
     latency: Duration,
     head: &[String],
     body: &[u8],
     extra: &[String],
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<Vec<u8>>> {
     std::thread::sleep(latency);
-    let mut client = client;
     match fault {
-        Some(Fault::Drop) => return client.shutdown(std::net::Shutdown::Both),
+        Some(Fault::Drop) => return Ok(None),
         Some(Fault::Status(code, retry_after)) => {
             let retry = retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
-            return client
-                .write_all(format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n{retry}Connection: close\r\n\r\n").as_bytes());
+            return Ok(Some(format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n{retry}Connection: close\r\n\r\n").into_bytes()));
         }
         None => {}
     }
@@ -169,5 +173,5 @@ fn answer(
         let added: String = extra.iter().map(|h| format!("{h}\r\n")).collect();
         response.splice(end + 2..end + 2, added.into_bytes());
     }
-    client.write_all(&response)
+    Ok(Some(response))
 }
