@@ -109,11 +109,13 @@ impl Checker<'_> {
     fn defer(&self, limit: Option<&RegistryRecord>, prior: &Observation, now: u64) -> bool {
         let Some(l) = limit else { return false };
         let window = l.window_secs.unwrap_or(3600);
-        if l.remaining >= self.rate_limit_reserve || now >= l.seen_at + window {
+        // Saturating: the window is capped at 24 h when parsed, but state files come from outside too.
+        let window = window.min(crate::registry::MAX_REGISTRY_WAIT_SECS);
+        if l.remaining >= self.rate_limit_reserve || now >= l.seen_at.saturating_add(window) {
             return false;
         }
         let spacing = window.saturating_sub(now - l.seen_at) / (l.remaining + 1);
-        now < prior.seen_at + spacing
+        now < prior.seen_at.saturating_add(spacing)
     }
 
     async fn check_image(

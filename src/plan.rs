@@ -131,6 +131,8 @@ impl fmt::Display for Decision {
 
 /// `secs` (seconds since the Unix epoch) as an RFC 3339 time, for people to read.
 pub fn rfc3339(secs: u64) -> String {
+    // humantime formats years up to 9999; a later time (from a bad state file) is shown as that limit.
+    let secs = secs.min(253_402_300_799);
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
@@ -314,7 +316,7 @@ fn decide(
         match c {
             Ok(c) => match record.and_then(|r| r.built_from.get(i)) {
                 Some(old) if *old != c.for_build => {
-                    let ready_at = c.since + input.settle_secs;
+                    let ready_at = c.since.saturating_add(input.settle_secs);
                     if ready_at > input.now {
                         let later = matches!(settling, Some(Decision::Settling { ready_at: r, .. }) if r >= ready_at);
                         if !later {

@@ -10,10 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-fn report(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON report: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
 /// `env` with a base pushed and one build `app` on it, with `options` and `build` keys added.
 fn one_build(env: &Env, options: Value, extra: Value) {
     env.push_base("base:1", "v1");

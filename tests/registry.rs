@@ -5,17 +5,13 @@ mod common;
 
 use std::process::Command;
 
-use common::proxy::{Fault, Proxy};
+use common::proxy::Fault;
 use common::token::TokenServer;
 use common::*;
 use serde_json::{json, Value};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-fn report(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON report: {}", String::from_utf8_lossy(&out.stdout)))
-}
 
 #[test]
 fn a_no_change_cycle_over_n_distinct_bases_sends_exactly_n_heads() {
@@ -136,27 +132,6 @@ fn a_multi_platform_base_changed_only_for_another_platform_is_not_a_change() {
     assert_eq!(cat(&env.image("app:latest"), "/built-on"), "amd64-v2");
 }
 
-/// One build on a base reached through `proxy`; the base is pushed straight to the registry.
-fn proxied(env: &Env, proxy: &Proxy, bases: &[&str]) {
-    let mut builds = serde_json::Map::new();
-    for b in bases {
-        env.push_base(&format!("{b}:1"), b);
-        let via = format!("{}/{}/{b}:1", proxy.addr, env.prefix);
-        env.write(&format!("{b}-app/Dockerfile"), &format!("FROM {via}\nRUN true\n"));
-        builds.insert(format!("{b}-app"), json!({"dockerfile": format!("{b}-app"), "tags": [env.image(&format!("{b}-app:latest"))]}));
-    }
-    env.config(json!({"registry_timeout": "2s"}), Value::Object(builds));
-}
-
-/// A new test world named `name` with [`proxied`] builds on `bases`, all built once.
-fn built_behind_proxy(name: &str, bases: &[&str]) -> (Env, Proxy) {
-    let env = Env::new(name);
-    let proxy = Proxy::start(&env.registry.addr);
-    proxied(&env, &proxy, bases);
-    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
-    (env, proxy)
-}
-
 #[test]
 fn transient_failures_are_retried_within_the_cycle() {
     if !engine_available() {
@@ -188,14 +163,6 @@ fn transient_failures_are_retried_within_the_cycle() {
     proxy.fail_always(Some(Fault::Status(404, None)));
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(1));
     assert_eq!(proxy.count("HEAD"), 1);
-}
-
-/// Sets `options.<key>` in the test's config.json.
-fn set_option(env: &Env, key: &str, value: Value) {
-    let config = env.dir.path().join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    cfg["options"][key] = value;
-    std::fs::write(&config, cfg.to_string()).unwrap();
 }
 
 #[test]

@@ -56,7 +56,17 @@ pub enum ConfigError {
 }
 
 fn format_violations(v: &[Violation]) -> String {
-    v.iter().map(|v| format!("  at {}: {}", if v.pointer.is_empty() { "/" } else { &v.pointer }, v.message)).collect::<Vec<_>>().join("\n")
+    let line = |v: &Violation| format!("  at {}: {}", if v.pointer.is_empty() { "/" } else { &v.pointer }, v.message);
+    v.iter().map(|v| escape_control(&line(v))).collect::<Vec<_>>().join("\n")
+}
+
+/// `text` with control characters (an escape sequence, a newline) written as
+/// `\u{1b}`, so that text from a config or a registry cannot forge a terminal line.
+pub fn escape_control(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// Log output format.
@@ -255,23 +265,39 @@ fn violation(v: &mut Vec<Violation>, pointer: String, message: String) {
     v.push(Violation { pointer, message });
 }
 
+/// The bounds of each duration option: (least, most). Below the least, a value makes
+/// no sense (an `interval` of 1 ns runs cycles back to back); above the most, it
+/// would overflow a clock or mean "never" (`shutdown_grace: "300000000000y"`).
+fn duration_bounds(key: &str) -> (Duration, Duration) {
+    const DAY: u64 = 24 * 3600;
+    match key {
+        "interval" => (Duration::from_secs(1), Duration::from_secs(30 * DAY)),
+        "registry_timeout" => (Duration::from_secs(1), Duration::from_secs(3600)),
+        "shutdown_grace" => (Duration::ZERO, Duration::from_secs(DAY)),
+        _ => (Duration::ZERO, Duration::from_secs(30 * DAY)),
+    }
+}
+
 fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -> Duration {
-    match raw.get(key) {
-        None => default,
-        Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(1)),
+    let d = match raw.get(key) {
+        None => return default,
+        Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(u64::MAX)),
         Some(Value::String(s)) => match humantime::parse_duration(s) {
-            Ok(d) if key != "interval" || !d.is_zero() => d,
-            Ok(_) => {
-                violation(v, format!("/options/{key}"), "interval must be greater than zero".into());
-                default
-            }
+            Ok(d) => d,
             Err(e) => {
                 violation(v, format!("/options/{key}"), format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\""));
-                default
+                return default;
             }
         },
-        Some(_) => default,
+        Some(_) => return default,
+    };
+    let (least, most) = duration_bounds(key);
+    if d < least || d > most {
+        let (least, most) = (humantime::format_duration(least), humantime::format_duration(most));
+        violation(v, format!("/options/{key}"), format!("{key} must be from {least} to {most}, not {}", humantime::format_duration(d)));
+        return default;
     }
+    d
 }
 
 fn resolve_options(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Options {
@@ -377,10 +403,20 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
             format!("build context {} is not a folder; give the folder whose files the Dockerfile COPYs", context.display()),
         );
     }
-    let tags = match raw.get("tag").and_then(Value::as_str) {
-        Some(t) => references(&Value::Array(vec![Value::String(t.into())]), &format!("{at}/tag"), v),
-        None => references(&raw["tags"], &format!("{at}/tags"), v),
+    let (tags, tags_at) = match raw.get("tag").and_then(Value::as_str) {
+        Some(t) => (references(&Value::Array(vec![Value::String(t.into())]), &format!("{at}/tag"), v), format!("{at}/tag")),
+        None => (references(&raw["tags"], &format!("{at}/tags"), v), format!("{at}/tags")),
     };
+    for t in tags.iter().filter(|t| t.is_pinned()) {
+        violation(
+            v,
+            tags_at.clone(),
+            format!("{t} is a digest reference, not a tag: a build's tags name where its image goes, e.g. registry.example.com/web:latest"),
+        );
+    }
+    if name.chars().any(char::is_control) {
+        violation(v, at.clone(), format!("build name \"{name}\" contains a control character; use letters, digits, '-', '_' and '.'"));
+    }
     let additional_images = references(&raw["additional_images"], &format!("{at}/additional_images"), v);
     let exclude_images = references(&raw["exclude_images"], &format!("{at}/exclude_images"), v);
     if v.len() > before {

@@ -13,7 +13,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTH
 use reqwest::{Client, Method, Response, StatusCode};
 
 use super::auth::{self, Challenge};
-use super::{parse_index, parse_rate_limit, Head, Registry, RegistryError, MANIFEST_ACCEPT};
+use super::{parse_index, parse_rate_limit, Head, Registry, RegistryError, MANIFEST_ACCEPT, MAX_REGISTRY_WAIT_SECS};
 use crate::credentials::{self, Registries};
 use crate::reference::ImageRef;
 
@@ -181,15 +181,16 @@ impl HttpRegistry {
         match resp.status() {
             s if s.is_success() => Ok(resp),
             StatusCode::TOO_MANY_REQUESTS => {
-                let wait = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs)
-                    .unwrap_or(DEFAULT_RETRY_AFTER);
+                let asked = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+                if let Some(secs) = asked.filter(|s| *s > MAX_REGISTRY_WAIT_SECS) {
+                    tracing::warn!(event = "retry_after_capped", registry = %registry, retry_after_secs = secs, "Retry-After is longer than 24 h; waiting 24 h");
+                }
+                let wait = asked.map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s.min(MAX_REGISTRY_WAIT_SECS)));
                 tracing::warn!(event = "rate_limited", registry = %registry, retry_after = %humantime::format_duration(wait), "429 Too Many Requests: no more requests to this registry until Retry-After");
-                self.blocked.lock().expect("blocked lock").insert(registry.clone(), Instant::now() + wait);
+                self.blocked
+                    .lock()
+                    .expect("blocked lock")
+                    .insert(registry.clone(), Instant::now().checked_add(wait).unwrap_or_else(Instant::now));
                 Err(RegistryError::RateLimited { registry, retry_after_secs: wait.as_secs() })
             }
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound { image: image.to_string() }),

@@ -104,10 +104,17 @@ pub async fn check(
     Ok(Checked { digest: head.digest, platforms, rate_limit: head.rate_limit })
 }
 
-/// Parses `RateLimit-Limit` and `RateLimit-Remaining` values (`100;w=21600`).
+/// The longest wait a registry can impose through `Retry-After` or a rate-limit
+/// window (`w=`), in seconds (24 h): a larger value, even `u64::MAX`, is capped to
+/// it with a warning, so no header can stop checks for good or overflow a clock.
+pub const MAX_REGISTRY_WAIT_SECS: u64 = 24 * 3600;
+
+/// Parses `RateLimit-Limit` and `RateLimit-Remaining` values (`100;w=21600`); the
+/// window is capped at [`MAX_REGISTRY_WAIT_SECS`].
 pub fn parse_rate_limit(limit: Option<&str>, remaining: Option<&str>) -> Option<RateLimit> {
     let number = |s: &str| s.split(';').next()?.trim().parse::<u64>().ok();
-    let window = |s: &str| s.split(';').find_map(|p| p.trim().strip_prefix("w=")?.parse::<u64>().ok());
+    let window =
+        |s: &str| s.split(';').find_map(|p| p.trim().strip_prefix("w=")?.parse::<u64>().ok()).map(|w| w.min(MAX_REGISTRY_WAIT_SECS));
     let (l, r) = (limit?, remaining?);
     Some(RateLimit { limit: number(l)?, remaining: number(r)?, window_secs: window(r).or_else(|| window(l)) })
 }
@@ -146,6 +153,8 @@ mod tests {
             Some(RateLimit { limit: 100, remaining: 76, window_secs: Some(21600) })
         );
         assert_eq!(parse_rate_limit(Some("100"), None), None);
+        let huge = parse_rate_limit(Some("100"), Some("0;w=9223372036854775807")).unwrap();
+        assert_eq!(huge.window_secs, Some(MAX_REGISTRY_WAIT_SECS), "a window is capped at 24 h");
     }
 
     #[test]

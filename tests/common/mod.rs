@@ -14,6 +14,7 @@ pub mod sockproxy;
 pub mod tlsproxy;
 pub mod token;
 
+use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -365,4 +366,38 @@ pub fn wait_event(path: &Path, event: &str, fields: &[(&str, &str)], limit: std:
 /// Waits up to `limit` for `needle` to appear in the file at `path` (a log); true when it did.
 pub fn wait_for(path: &Path, needle: &str, limit: std::time::Duration) -> bool {
     wait_until(limit, || std::fs::read_to_string(path).unwrap_or_default().contains(needle))
+}
+
+/// The JSON report of `--once --format json` in `out`.
+pub fn report(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON report: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Sets `options.<key>` in the test's config.json.
+pub fn set_option(env: &Env, key: &str, value: Value) {
+    let config = env.dir.path().join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["options"][key] = value;
+    std::fs::write(&config, cfg.to_string()).unwrap();
+}
+
+/// One build `<base>-app` on each of `bases`, each reached through `proxy`; the bases are pushed straight to the registry.
+pub fn proxied(env: &Env, proxy: &proxy::Proxy, bases: &[&str]) {
+    let mut builds = serde_json::Map::new();
+    for b in bases {
+        env.push_base(&format!("{b}:1"), b);
+        let via = format!("{}/{}/{b}:1", proxy.addr, env.prefix);
+        env.write(&format!("{b}-app/Dockerfile"), &format!("FROM {via}\nRUN true\n"));
+        builds.insert(format!("{b}-app"), json!({"dockerfile": format!("{b}-app"), "tags": [env.image(&format!("{b}-app:latest"))]}));
+    }
+    env.config(json!({"registry_timeout": "2s"}), Value::Object(builds));
+}
+
+/// A new test world named `name` with [`proxied`] builds on `bases`, all built once.
+pub fn built_behind_proxy(name: &str, bases: &[&str]) -> (Env, proxy::Proxy) {
+    let env = Env::new(name);
+    let proxy = proxy::Proxy::start(&env.registry.addr);
+    proxied(&env, &proxy, bases);
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    (env, proxy)
 }
