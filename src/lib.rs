@@ -17,7 +17,8 @@
 //! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
 //! - [`error`]: typed errors of the registry, the engine, checks and builds.
 //!
-//! Loading: [`config`]: the config file (and `password_file`s) → schema check →
+//! Loading: `files`: the one bounded, regular-files-only reader of every file a
+//! user or a repository names. [`config`]: the config file (and `password_file`s) → schema check →
 //! resolved [`config::Config`]; the [`config::Redactor`] of secret build args.
 //!
 //! The edges, behind small traits:
@@ -56,6 +57,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 mod explain;
+mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;

@@ -70,21 +70,14 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
         .builds
         .values()
         .map(|b| {
-            let text = std::fs::metadata(&b.dockerfile)
-                .and_then(|m| {
-                    if m.len() > MAX_DOCKERFILE_BYTES {
-                        Err(std::io::Error::other(format!("{} bytes is over the {MAX_DOCKERFILE_BYTES}-byte limit", m.len())))
-                    } else {
-                        std::fs::read(&b.dockerfile)
-                    }
-                })
+            let text = crate::files::read_regular(&b.dockerfile, MAX_DOCKERFILE_BYTES, "a Dockerfile")
                 .map_err(|e| {
-                    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    let hint = if e.io_kind() == Some(std::io::ErrorKind::PermissionDenied) {
                         "; make it readable by the user freshen runs as"
                     } else {
                         ""
                     };
-                    format!("{}: cannot read Dockerfile: {e}{hint}", b.dockerfile.display())
+                    format!("cannot read Dockerfile {e}{hint}")
                 })
                 .and_then(|bytes| {
                     String::from_utf8(bytes).map_err(|_| format!("{}: Dockerfile is not UTF-8 text", b.dockerfile.display()))

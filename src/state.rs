@@ -185,16 +185,20 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Largest state file read, in bytes (1 GiB: 50,000 builds take a few tens of MiB).
+pub const MAX_STATE_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Reads the state at `path`.
 ///
 /// # Errors
 /// [`StateError::Read`] when the file exists but cannot be read, or cannot be moved aside.
 pub fn load(path: &Path) -> Result<Loaded, StateError> {
     let read_err = |source| StateError::Read { path: path.to_path_buf(), source };
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::files::read_regular(path, MAX_STATE_BYTES, "a state file") {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
-        Err(e) => return Err(read_err(e)),
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(Loaded::Missing),
+        // Not moved aside: a FIFO, a device or an oversized file is not one freshen wrote.
+        Err(e) => return Err(read_err(std::io::Error::other(e.to_string()))),
     };
     match parse(&bytes) {
         Ok(s) => Ok(Loaded::Found(s)),

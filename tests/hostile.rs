@@ -84,3 +84,126 @@ fn a_rate_limit_window_of_centuries_is_capped_at_a_day() {
     let registry = proxy.addr.clone();
     assert_eq!(state["registries"][&registry]["window_secs"], 86400, "the window is capped: {}", state["registries"]);
 }
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+/// Runs `cmd` and kills it after `limit`: a hang is a test failure, not a hung suite.
+fn output_within(cmd: &mut std::process::Command, limit: std::time::Duration) -> std::process::Output {
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("still running after {limit:?}: freshen blocked");
+        }
+    }
+}
+
+#[test]
+fn a_fifo_or_a_device_as_the_config_is_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.json");
+    mkfifo(&fifo);
+    let out = output_within(&mut freshen_cmd(&fifo, &["validate"]), std::time::Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+
+    let zero = dir.path().join("zero.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let out = output_within(&mut freshen_cmd(&zero, &["validate"]), std::time::Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is a character device"), "no 7 GB read of /dev/zero: {err}");
+}
+
+#[test]
+fn a_fifo_password_file_or_dockerfile_is_an_error_for_its_own_key_or_build() {
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join("password"));
+    for b in ["good", "bad"] {
+        std::fs::create_dir_all(dir.path().join(b)).unwrap();
+    }
+    std::fs::write(dir.path().join("good/Dockerfile"), "FROM alpine\n").unwrap();
+    mkfifo(&dir.path().join("bad/Dockerfile"));
+    let builds = json!({
+        "good": {"dockerfile": "good/Dockerfile", "tags": ["registry.example.com/good:1"]},
+        "bad": {"dockerfile": "bad/Dockerfile", "context": "bad", "tags": ["registry.example.com/bad:1"]}
+    });
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, json!({"builds": builds.clone()}).to_string()).unwrap();
+    let out = output_within(&mut freshen_cmd(&config, &["plan", "--format", "json"]), std::time::Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "one build has an error");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_name = |n: &str| plan["builds"].as_array().unwrap().iter().find(|b| b["name"] == n).unwrap().clone();
+    assert!(by_name("bad")["error"].as_str().unwrap().contains("is a FIFO"), "{}", by_name("bad"));
+    assert_eq!(by_name("good")["base"], "docker.io/library/alpine:latest", "the other build resolves");
+
+    let registries = json!({"registry.example.com": {"username": "ci", "password_file": "password"}});
+    std::fs::write(&config, json!({"builds": builds, "registries": registries}).to_string()).unwrap();
+    let out = output_within(&mut freshen_cmd(&config, &["validate"]), std::time::Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/registries/registry.example.com/password_file") && err.contains("is a FIFO"), "{err}");
+}
+
+#[test]
+fn a_fifo_config_on_sighup_is_refused_and_the_daemon_still_stops_on_sigterm() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("fifohup");
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
+    let config = env
+        .config(json!({"interval": "1h", "log_format": "json"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let log = env.dir.path().join("daemon.log");
+    let mut child = spawn_daemon(&config, &log);
+    assert!(wait_event(&log, "cycle_finished", &[], std::time::Duration::from_secs(60)));
+    std::fs::remove_file(&config).unwrap();
+    mkfifo(&config);
+    let signal = |s: &str| assert!(std::process::Command::new("kill").args([s, &child.id().to_string()]).status().unwrap().success());
+    signal("-HUP");
+    assert!(wait_event(&log, "config_refused", &[], std::time::Duration::from_secs(10)), "the reload is refused, not blocked on the FIFO");
+    signal("-TERM");
+    let stopped = wait_until(std::time::Duration::from_secs(10), || child.try_wait().unwrap().is_some());
+    if !stopped {
+        let _ = child.kill();
+    }
+    assert!(stopped, "SIGTERM is still answered");
+    let refused = log_events(&log).into_iter().find(|e| e["event"] == "config_refused").unwrap();
+    assert!(refused["error"].as_str().unwrap().contains("is a FIFO"), "{refused}");
+}
+
+#[test]
+fn a_fifo_dockerignore_fails_its_build_alone() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("fifoignore");
+    env.push_base("base:1", "v1");
+    for b in ["good", "bad"] {
+        env.write(&format!("{b}/Dockerfile"), &format!("FROM {}\n", env.image("base:1")));
+    }
+    mkfifo(&env.dir.path().join("bad/.dockerignore"));
+    env.config(
+        json!({}),
+        json!({"good": {"dockerfile": "good", "tags": [env.image("good:latest")]}, "bad": {"dockerfile": "bad", "tags": [env.image("bad:latest")]}}),
+    );
+    let out = output_within(
+        &mut freshen_cmd(&env.dir.path().join("config.json"), &["--once", "--format", "json"]),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let r = report(&out);
+    assert_eq!(r["outcomes"]["good"]["outcome"], "built", "the other build goes on");
+    assert_eq!(r["outcomes"]["bad"]["kind"], "context_unreadable", "{}", r["outcomes"]["bad"]);
+    assert!(r["outcomes"]["bad"]["error"].as_str().unwrap().contains(".dockerignore: is a FIFO"), "{}", r["outcomes"]["bad"]);
+}

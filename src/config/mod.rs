@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::credentials::{Credential, Registries, RegistryOptions, Secret};
 use crate::dockerfile::WatchStages;
+use crate::files::ReadError;
 use crate::reference::ImageRef;
 pub use schema::Violation;
 
@@ -33,7 +34,10 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Not JSON, not UTF-8, or too large.
+    /// Not a regular file (a FIFO, a device), or larger than [`MAX_CONFIG_BYTES`].
+    #[error("{0}")]
+    File(ReadError),
+    /// Not JSON, or not UTF-8.
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
         /// The config path.
@@ -197,16 +201,11 @@ pub struct Config {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
     let path = std::path::absolute(path).map_err(read_err)?;
-    let meta = std::fs::metadata(&path).map_err(read_err)?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(ConfigError::Syntax {
-            path,
-            line: 0,
-            column: 0,
-            message: format!("config is {} bytes; the limit is {MAX_CONFIG_BYTES} bytes: is this the right file?", meta.len()),
-        });
-    }
-    let bytes = std::fs::read(&path).map_err(read_err)?;
+    let bytes = match crate::files::read_regular(&path, MAX_CONFIG_BYTES, "a config") {
+        Ok(b) => b,
+        Err(ReadError::Io { path, source }) => return Err(ConfigError::Read { path, source }),
+        Err(e) => return Err(ConfigError::File(e)),
+    };
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -439,12 +438,21 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
     })
 }
 
+/// Largest `password_file` read, in bytes (64 KiB): a password or a token, never more.
+const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
+
+/// The regular file at `path` as UTF-8 text, at most `limit` bytes.
+fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, String> {
+    let bytes = crate::files::read_regular(path, limit, what).map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+}
+
 fn resolve_registries(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Registries {
     let mut out = Registries::new();
     for (host, r) in raw.as_object().into_iter().flatten() {
         let at = format!("/registries/{}", escape_pointer(host));
         let credential = match (r.get("username").and_then(Value::as_str), r.get("password_file").and_then(Value::as_str)) {
-            (Some(username), Some(file)) => match std::fs::read_to_string(base_dir.join(file)) {
+            (Some(username), Some(file)) => match read_text(&base_dir.join(file), MAX_PASSWORD_FILE_BYTES, "a password_file") {
                 Ok(p) => Some(Credential::Basic {
                     username: username.to_string(),
                     password: Secret::new(p.trim_end_matches(['\r', '\n']).to_string()),
@@ -453,7 +461,7 @@ fn resolve_registries(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> R
                     violation(
                         v,
                         format!("{at}/password_file"),
-                        format!("cannot read {}: {e}; give a file holding only the password", base_dir.join(file).display()),
+                        format!("cannot read password_file: {e}; give a regular file holding only the password"),
                     );
                     None
                 }

@@ -102,6 +102,9 @@ fn clean(pat: &str) -> String {
     parts.join("/")
 }
 
+/// Largest `.dockerignore` read, in bytes (16 MiB).
+const MAX_DOCKERIGNORE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Writes the build context of `context` to a temporary file as a tar archive.
 ///
 /// Returns the file (rewound) and the Dockerfile's name inside the archive.
@@ -115,9 +118,9 @@ fn clean(pat: &str) -> String {
 pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, String), EngineError> {
     let cerr = |path: &Path, message: String| EngineError::Context { path: path.to_path_buf(), message };
     let ignore_path = context.join(".dockerignore");
-    let ignore_text = match std::fs::read_to_string(&ignore_path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let ignore_text = match crate::files::read_regular(&ignore_path, MAX_DOCKERIGNORE_BYTES, "a .dockerignore") {
+        Ok(b) => String::from_utf8(b).map_err(|_| cerr(&ignore_path, "not UTF-8 text".into()))?,
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => String::new(),
         Err(e) => return Err(cerr(&ignore_path, e.to_string())),
     };
     let ignore = DockerIgnore::parse(&ignore_text).map_err(|m| cerr(&ignore_path, m))?;
@@ -146,7 +149,8 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
     let name = match inside {
         Some(n) => n,
         None => {
-            let text = std::fs::read(dockerfile).map_err(|e| cerr(dockerfile, e.to_string()))?;
+            let text = crate::files::read_regular(dockerfile, crate::project::MAX_DOCKERFILE_BYTES, "a Dockerfile")
+                .map_err(|e| cerr(dockerfile, e.to_string()))?;
             append_bytes(&mut tar, INJECTED_DOCKERFILE, &text).map_err(|e| cerr(dockerfile, e.to_string()))?;
             let ignore = format!("{ignore_text}\n{INJECTED_DOCKERFILE}\n.dockerignore\n");
             append_bytes(&mut tar, ".dockerignore", ignore.as_bytes()).map_err(|e| cerr(&ignore_path, e.to_string()))?;

@@ -73,7 +73,7 @@ impl HttpRegistry {
         let mut clients = HashMap::new();
         for (host, opts) in &registries {
             if let Some(ca) = &opts.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| format!("registry {host}: ca_file {}: {e}", ca.display()))?;
+                let pem = crate::files::read_regular(ca, 1024 * 1024, "a ca_file").map_err(|e| format!("registry {host}: ca_file {e}"))?;
                 let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("registry {host}: ca_file {}: {e}", ca.display()))?;
                 clients.insert(host.clone(), build_client(|| builder(timeout).tls_certs_merge([cert.clone()]))?);
             }
