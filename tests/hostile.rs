@@ -207,3 +207,27 @@ fn a_fifo_dockerignore_fails_its_build_alone() {
     assert_eq!(r["outcomes"]["bad"]["kind"], "context_unreadable", "{}", r["outcomes"]["bad"]);
     assert!(r["outcomes"]["bad"]["error"].as_str().unwrap().contains(".dockerignore: is a FIFO"), "{}", r["outcomes"]["bad"]);
 }
+
+#[test]
+fn an_invalid_digest_is_a_check_error_never_stored_nor_put_in_a_url() {
+    if !engine_available() {
+        return;
+    }
+    let (env, proxy) = built_behind_proxy("baddigest", &["one"]);
+    let read_state = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap() };
+    let before = read_state()["inputs"].clone();
+    let long = format!("sha256:{}", "a".repeat(300_000));
+    for digest in ["sha256:xyz", "md5:d41d8cd98f00b204e9800998ecf8427e", long.as_str(), "../../../../token?steal=1#"] {
+        // Sent first, so that it is the header freshen reads; with an index media type, a valid
+        // digest would be followed by a GET of /v2/<name>/manifests/<digest>.
+        proxy.set_response_headers(&[&format!("Docker-Content-Digest: {digest}"), "Content-Type: application/vnd.oci.image.index.v1+json"]);
+        proxy.clear();
+        let out = env.freshen(&["--once", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let check = &report(&out)["checks"][0];
+        assert_eq!(check["kind"], "protocol", "{check}");
+        assert!(check["error"].as_str().unwrap().len() < 400, "never shown in full");
+        assert_eq!(proxy.count("GET"), 0, "the digest never goes into a URL: {:?}", proxy.requests());
+        assert_eq!(read_state()["inputs"], before, "never stored");
+    }
+}

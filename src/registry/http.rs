@@ -13,7 +13,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTH
 use reqwest::{Client, Method, Response, StatusCode};
 
 use super::auth::{self, Challenge};
-use super::{parse_index, parse_rate_limit, Head, Registry, RegistryError, MANIFEST_ACCEPT, MAX_REGISTRY_WAIT_SECS};
+use super::{parse_index, parse_rate_limit, Head, Registry, RegistryError, MANIFEST_ACCEPT, MAX_BODY_BYTES, MAX_REGISTRY_WAIT_SECS};
 use crate::credentials::{self, Registries};
 use crate::reference::ImageRef;
 
@@ -157,7 +157,8 @@ impl HttpRegistry {
                 if !resp.status().is_success() {
                     return Err(refused(format!("token endpoint answered {}", resp.status())));
                 }
-                let body: TokenResponse = resp.json().await.map_err(|e| refused(format!("bad token response: {e}")))?;
+                let bytes = read_body(resp, &realm).await.map_err(refused)?;
+                let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| refused(format!("bad token response: {e}")))?;
                 let token = body.token.or(body.access_token).ok_or_else(|| refused("token response has no token".into()))?;
                 let value = format!("Bearer {token}");
                 self.tokens.lock().expect("token cache lock").insert(Self::cache_key(image), value.clone());
@@ -215,6 +216,22 @@ impl HttpRegistry {
     }
 }
 
+/// The body of `resp`, at most [`MAX_BODY_BYTES`]; `what` names it in the error.
+async fn read_body(mut resp: Response, what: &str) -> Result<Vec<u8>, String> {
+    let too_large = || format!("{what}: the body is larger than the {MAX_BODY_BYTES}-byte limit");
+    if resp.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{what}: reading the body: {e}"))? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[async_trait]
 impl Registry for HttpRegistry {
     async fn head(&self, image: &ImageRef) -> Result<Head, RegistryError> {
@@ -238,7 +255,7 @@ impl Registry for HttpRegistry {
         let resp = self.request(Method::GET, image, digest).await?;
         let protocol =
             |message: String| RegistryError::Protocol { registry: image.registry().to_string(), image: image.to_string(), message };
-        let body = resp.bytes().await.map_err(|e| protocol(format!("reading the index: {e}")))?;
+        let body = read_body(resp, "the index").await.map_err(protocol)?;
         parse_index(&body).map_err(protocol)
     }
 }

@@ -95,6 +95,9 @@ pub async fn check(
     known: Option<(&str, &BTreeMap<String, String>)>,
 ) -> Result<Checked, RegistryError> {
     let head = registry.head(image).await?;
+    if let Err(message) = validate_digest(&head.digest) {
+        return Err(RegistryError::Protocol { registry: image.registry().to_string(), image: image.to_string(), message });
+    }
     let is_index = INDEX_MEDIA_TYPES.iter().any(|m| head.media_type.starts_with(m));
     let platforms = match known {
         _ if !is_index => BTreeMap::new(),
@@ -102,6 +105,26 @@ pub async fn check(
         _ => registry.index(image, &head.digest).await?,
     };
     Ok(Checked { digest: head.digest, platforms, rate_limit: head.rate_limit })
+}
+
+/// Largest body read from a registry (a token response, an index), in bytes (4 MiB).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Checks `digest` against the OCI digest grammar, with a registered algorithm
+/// (OCI image spec, "Digests": `sha256` is 64 lowercase hex characters, `sha512` 128),
+/// parsed by `oci-spec`. A digest that fails is never stored, logged in full or put in a URL.
+///
+/// # Errors
+/// A message saying what is wrong, with at most the first 80 characters of `digest`.
+pub fn validate_digest(digest: &str) -> Result<(), String> {
+    use oci_spec::image::{Digest, DigestAlgorithm};
+    let shown: String = digest.chars().take(80).collect::<String>().escape_default().to_string();
+    let more = if digest.chars().count() > 80 { "…" } else { "" };
+    match digest.parse::<Digest>() {
+        Ok(d) if matches!(d.algorithm(), DigestAlgorithm::Sha256 | DigestAlgorithm::Sha384 | DigestAlgorithm::Sha512) => Ok(()),
+        Ok(d) => Err(format!("digest \"{shown}{more}\" uses algorithm {}, not sha256, sha384 or sha512", d.algorithm())),
+        Err(e) => Err(format!("digest \"{shown}{more}\" is not a valid digest ({e})")),
+    }
 }
 
 /// The longest wait a registry can impose through `Retry-After` or a rate-limit
@@ -137,7 +160,9 @@ pub fn parse_index(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
             Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
             _ => format!("{os}/{arch}"),
         };
-        out.entry(key).or_insert_with(|| m.digest().to_string());
+        let digest = m.digest().to_string();
+        validate_digest(&digest).map_err(|e| format!("index child for {key}: {e}"))?;
+        out.entry(key).or_insert(digest);
     }
     Ok(out)
 }
@@ -153,6 +178,13 @@ mod tests {
             Some(RateLimit { limit: 100, remaining: 76, window_secs: Some(21600) })
         );
         assert_eq!(parse_rate_limit(Some("100"), None), None);
+        assert!(validate_digest(&format!("sha256:{}", "a".repeat(64))).is_ok());
+        for bad in
+            ["sha256:xyz", "md5:d41d8cd98f00b204e9800998ecf8427e", "../../../../token?steal=1#", &format!("sha256:{}", "a".repeat(300_000))]
+        {
+            let e = validate_digest(bad).unwrap_err();
+            assert!(e.len() < 300, "never shown in full: {e}");
+        }
         let huge = parse_rate_limit(Some("100"), Some("0;w=9223372036854775807")).unwrap();
         assert_eq!(huge.window_secs, Some(MAX_REGISTRY_WAIT_SECS), "a window is capped at 24 h");
     }
