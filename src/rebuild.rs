@@ -98,10 +98,13 @@ impl Builder {
             }
         }
         if let Err(e) = self.engine.pull(image, pull_platform).await {
-            if local.is_none() {
+            // With a current digest the local image is stale: building on it would record a
+            // rebuild from a base it does not have. Only when the check failed too (and a missing
+            // or parent-rebuilt build must be built anyway) does the local image stand in.
+            if local.is_none() || current.is_some() {
                 return Err(BuildError::Pull { image: image.clone(), source: e });
             }
-            tracing::warn!(event = "pull_failed", image = %image, error = %e, "pull failed; building on the local image");
+            tracing::warn!(event = "pull_failed", image = %image, error = %e, "pull failed and the check too; building on the local image");
         }
         let info = self.engine.inspect(image.as_str()).await.map_err(inspect)?;
         let info = info.ok_or_else(|| BuildError::Pull {

@@ -231,3 +231,26 @@ fn an_invalid_digest_is_a_check_error_never_stored_nor_put_in_a_url() {
         assert_eq!(read_state()["inputs"], before, "never stored");
     }
 }
+
+#[test]
+fn a_changed_base_that_cannot_be_pulled_fails_the_build_instead_of_building_on_the_stale_one() {
+    if !engine_available() {
+        return;
+    }
+    let (env, proxy) = built_behind_proxy("nopull", &["one"]);
+    let before = image_id(&env.image("one-app:latest")).unwrap();
+    let read_state = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap() };
+    let recorded = read_state()["builds"]["one-app"]["built_from"].clone();
+    env.push_base("one:1", "v2");
+    proxy.fail_gets(Some(Fault::Status(500, None)));
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    assert_eq!(r["decisions"]["one-app"]["status"], "changed");
+    assert_eq!(r["outcomes"]["one-app"]["kind"], "pull_failed", "not `rebuilt` on the stale base: {}", r["outcomes"]);
+    assert_eq!(image_id(&env.image("one-app:latest")).unwrap(), before, "no tag moved");
+    assert_eq!(read_state()["builds"]["one-app"]["built_from"], recorded, "nothing recorded as built from the new digest");
+    proxy.fail_gets(None);
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(report(&out)["outcomes"]["one-app"]["outcome"], "built", "tried again next cycle, once the pull works");
+}

@@ -29,6 +29,8 @@ struct Shared {
     next: VecDeque<Fault>,
     /// A fault for every request while set.
     always: Option<Fault>,
+    /// A fault for GET requests only: a registry that answers checks (HEAD) but not pulls.
+    gets: Option<Fault>,
     latency: Duration,
     /// Header lines (`Name: value`) added to every forwarded response.
     extra_headers: Vec<String>,
@@ -64,6 +66,11 @@ impl Proxy {
     /// Applies `fault` to every request until cleared with `None`.
     pub fn fail_always(&self, fault: Option<Fault>) {
         self.shared.lock().unwrap().always = fault;
+    }
+
+    /// Answers every GET with `fault` (`None`: no longer); HEADs go through.
+    pub fn fail_gets(&self, fault: Option<Fault>) {
+        self.shared.lock().unwrap().gets = fault;
     }
 
     /// Adds `latency` before each request is handled.
@@ -128,7 +135,8 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
         s.requests.push((parts[0].clone(), parts[1].clone()));
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
-        let f = s.next.pop_front().or_else(|| s.always.clone());
+        let get_fault = if parts[0] == "GET" { s.gets.clone() } else { None };
+        let f = s.next.pop_front().or_else(|| s.always.clone()).or(get_fault);
         (f, s.latency, s.extra_headers.clone())
     };
     let reply = answer(upstream, fault, latency, &head, &body, &extra);
