@@ -199,6 +199,14 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let triggers = Triggers::new(cancel.clone());
     spawn_signal_handler(triggers.clone());
     let once = mode.once || mode.dry_run;
+    // Held until the process ends: a second freshen on this state file would build everything twice.
+    let _lock = match crate::state::lock(&config.options.state_file) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("freshen: {e}");
+            return EXIT_FAILED;
+        }
+    };
     let Started { engine, platform, setup } = match watcher::start(config, once, &cancel).await {
         Ok(s) => s,
         Err(StartError::Engine(e)) if cancel.is_cancelled() => {

@@ -164,6 +164,59 @@ pub enum StateError {
     },
 }
 
+/// An exclusive hold on a state file, for as long as it lives: two freshen
+/// processes on one state file would each build every image and then disagree
+/// with the engine. Held with an OS file lock (`flock`, through `std::fs::File::try_lock`)
+/// on `<state file>.lock`, which holds the holder's PID; the kernel drops it when the process ends, even by `kill -9`.
+#[derive(Debug)]
+pub struct StateLock {
+    /// The locked file; closing it releases the lock.
+    _file: std::fs::File,
+}
+
+/// Why [`lock`] could not take the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error("state file {} is in use by another freshen{}; stop that one, or give this config its own `state_file`", .path.display(), .pid.map(|p| format!(" (PID {p})")).unwrap_or_default())]
+    Held {
+        /// The state file.
+        path: PathBuf,
+        /// The holder's PID, when its lock file says.
+        pid: Option<u32>,
+    },
+    /// The lock file could not be created or locked.
+    #[error("cannot lock state file {}: {source}; check the folder exists and is writable", .path.display())]
+    Io {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Takes the state file at `path` for this process (see [`StateLock`]).
+///
+/// # Errors
+/// [`LockError::Held`] with the holder's PID when another process has it,
+/// [`LockError::Io`] when the lock file cannot be created.
+pub fn lock(path: &Path) -> Result<StateLock, LockError> {
+    let io = |source| LockError::Io { path: path.to_path_buf(), source };
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&lock_path).ok().and_then(|t| t.trim().parse().ok());
+            return Err(LockError::Held { path: path.to_path_buf(), pid });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).map_err(io)?;
+    Ok(StateLock { _file: file })
+}
+
 /// The result of [`load`].
 #[derive(Debug)]
 pub enum Loaded {
@@ -248,6 +301,17 @@ mod tests {
         std::fs::write(&p, "{not json").unwrap();
         let Loaded::Corrupt { moved_to, .. } = load(&p).unwrap() else { panic!("expected corrupt") };
         assert!(moved_to.exists() && !p.exists());
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holder_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        let held = lock(&p).unwrap();
+        let e = lock(&p).unwrap_err();
+        assert!(matches!(e, LockError::Held { pid: Some(pid), .. } if pid == std::process::id()), "{e}");
+        drop(held);
+        lock(&p).expect("free again once the holder is gone");
     }
 
     #[test]

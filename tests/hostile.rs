@@ -254,3 +254,48 @@ fn a_changed_base_that_cannot_be_pulled_fails_the_build_instead_of_building_on_t
     let out = env.freshen(&["--once", "--format", "json"]);
     assert_eq!(report(&out)["outcomes"]["one-app"]["outcome"], "built", "tried again next cycle, once the pull works");
 }
+
+#[test]
+fn a_second_freshen_on_the_same_state_file_exits_naming_the_first() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("twodaemons");
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
+    let config = env
+        .config(json!({"interval": "1h", "log_format": "json"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let log = env.dir.path().join("first.log");
+    let mut first = spawn_daemon(&config, &log);
+    assert!(wait_event(&log, "cycle_finished", &[], std::time::Duration::from_secs(60)));
+    let out = output_within(&mut freshen_cmd(&config, &["--once"]), std::time::Duration::from_secs(30));
+    let _ = std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is in use by another freshen") && err.contains(&format!("(PID {})", first.id())), "{err}");
+    assert!(first.wait().unwrap().success());
+    assert_eq!(count_events(&log, "build_finished", &[]), 1, "one build in all, by the first freshen");
+}
+
+#[test]
+fn two_configs_in_one_folder_get_their_own_state_files() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("twoconfigs");
+    env.push_base("base:1", "v1");
+    for name in ["a", "b"] {
+        env.write(&format!("{name}/Dockerfile"), &format!("FROM {}\n", env.image("base:1")));
+        let builds =
+            json!({name: {"dockerfile": name, "tags": [env.image(&format!("{name}:latest"))], "labels": {"freshen.test": env.prefix}}});
+        let config = env.write(&format!("{name}.json"), &json!({"builds": builds}).to_string());
+        let out = freshen_cmd(&config, &["--once"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for name in ["a", "b"] {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(env.dir.path().join(format!("{name}.state.json"))).unwrap()).unwrap();
+        assert_eq!(state["builds"].as_object().unwrap().keys().collect::<Vec<_>>(), [name], "{name}.state.json holds {name} alone");
+    }
+    assert!(!env.dir.path().join("freshen-state.json").exists());
+}

@@ -237,7 +237,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     let base_dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mut v = Vec::new();
-    let options = resolve_options(&raw["options"], &base_dir, &mut v);
+    let options = resolve_options(&raw["options"], path, &mut v);
     let mut builds = BTreeMap::new();
     for (name, b) in raw["builds"].as_object().into_iter().flatten() {
         if let Some(mut build) = resolve_build(name, b, &base_dir, &mut v) {
@@ -299,7 +299,22 @@ fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -
     d
 }
 
-fn resolve_options(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Options {
+/// The state file beside the config `path` when `state_file` is not given:
+/// `<config stem>.state.json`, so two configs in one folder never share one; an
+/// existing `freshen-state.json` (the default before) is kept while the new one does not exist.
+fn default_state_file(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let stem = path.file_stem().map_or_else(|| "freshen".into(), |s| s.to_string_lossy().into_owned());
+    let new = dir.join(format!("{stem}.state.json"));
+    let old = dir.join("freshen-state.json");
+    if !new.exists() && old.is_file() {
+        return old;
+    }
+    new
+}
+
+fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) -> Options {
+    let base_dir = path.parent().unwrap_or(Path::new("/"));
     let mut warnings = Vec::new();
     let level = raw.get("log_level").or_else(|| raw.get("log-level"));
     let log_level = match level {
@@ -330,7 +345,7 @@ fn resolve_options(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Opti
         None => match std::env::var_os("STATE_DIRECTORY") {
             // systemd's StateDirectory= may list several folders separated by ':'; the first is ours.
             Some(dir) => PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or("")).join("state.json"),
-            None => base_dir.join("freshen-state.json"),
+            None => default_state_file(path),
         },
     };
     Options {
