@@ -204,7 +204,10 @@ pub fn lock(path: &Path) -> Result<StateLock, LockError> {
     let io = |source| LockError::Io { path: path.to_path_buf(), source };
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(io)?;
+    // Created with a write handle that is closed at once; the lock is held on a read-only
+    // one, so that the folder's file system can still be remounted read-only meanwhile.
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&lock_path).map_err(io)?;
+    let file = std::fs::File::open(&lock_path).map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -213,7 +216,7 @@ pub fn lock(path: &Path) -> Result<StateLock, LockError> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
     }
-    file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).map_err(io)?;
+    std::fs::write(&lock_path, format!("{}\n", std::process::id())).map_err(io)?;
     Ok(StateLock { _file: file })
 }
 
