@@ -41,6 +41,10 @@ pub struct CycleInput {
     pub check_concurrency: usize,
     /// How long running builds may go on after the stop signal.
     pub shutdown_grace: Duration,
+    /// Longest one build may take.
+    pub build_timeout: Duration,
+    /// Longest a build may go without output from the engine.
+    pub build_idle_timeout: Duration,
     /// Rebuild everything (first cycle with `rebuild_on_start`).
     pub rebuild_all: bool,
     /// Check and plan only.
@@ -150,7 +154,12 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             .iter()
             .map(|n| (n.clone(), project.graph.parents(n).into_iter().filter(in_order).map(String::from).collect()))
             .collect();
-        let builder = Arc::new(Builder { engine: input.engine.clone(), project: input.project.clone() });
+        let builder = Arc::new(Builder {
+            engine: input.engine.clone(),
+            project: input.project.clone(),
+            timeout: input.build_timeout,
+            idle_timeout: input.build_idle_timeout,
+        });
         let compared = Arc::new(plan.compared.clone());
         let run = |name: String| {
             let (builder, compared) = (builder.clone(), compared.clone());

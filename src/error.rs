@@ -121,6 +121,17 @@ pub enum EngineError {
         /// The last lines of build output, which usually say what to fix. Not redacted.
         tail: String,
     },
+    /// A build went over `build_timeout`, or over `build_idle_timeout` without
+    /// output; freshen dropped its connection, which cancels the build on the engine.
+    #[error("build {}: no end within {} ({}){}", if *.idle { "stalled" } else { "timed out" }, humantime::format_duration(*.after), if *.idle { "build_idle_timeout: no output for that long" } else { "build_timeout" }, if .tail.is_empty() { String::new() } else { format!("\n--- last build output ---\n{}", .tail) })]
+    TimedOut {
+        /// The deadline that passed.
+        after: Duration,
+        /// True for the idle deadline (no output), false for the whole build's.
+        idle: bool,
+        /// The last lines of build output, which show where it stopped.
+        tail: String,
+    },
     /// The build context could not be archived.
     #[error("build context {path}: {message}")]
     Context {
@@ -133,13 +144,14 @@ pub enum EngineError {
 
 impl EngineError {
     /// The kind of failure, as reports name it: `engine_unreachable`, `engine_error`,
-    /// `build_failed` or `context_unreadable`.
+    /// `build_failed`, `context_unreadable` or `timed_out`.
     pub fn kind(&self) -> &'static str {
         match self {
             EngineError::Unreachable(_) => "engine_unreachable",
             EngineError::Api(_) => "engine_error",
             EngineError::Build { .. } => "build_failed",
             EngineError::Context { .. } => "context_unreadable",
+            EngineError::TimedOut { .. } => "timed_out",
         }
     }
 }

@@ -34,6 +34,8 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         parallelism: 1,
         check_concurrency: opts.check_concurrency,
         shutdown_grace: opts.shutdown_grace,
+        build_timeout: opts.build_timeout,
+        build_idle_timeout: opts.build_idle_timeout,
         rebuild_all: false,
         dry_run: true,
         persist: false,

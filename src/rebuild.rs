@@ -26,6 +26,10 @@ pub struct Builder {
     pub engine: Arc<dyn Engine>,
     /// Each build's config and resolution.
     pub project: Arc<Project>,
+    /// `build_timeout`, passed to the engine with each build.
+    pub timeout: std::time::Duration,
+    /// `build_idle_timeout`, passed to the engine with each build.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Re-seeds a `built_from` map from an image's labels, when freshen built it.
@@ -74,6 +78,8 @@ impl Builder {
             labels,
             no_cache: b.no_cache,
             redactor: b.redactor(),
+            timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
         };
         tracing::info!(event = "build_started", build = %name, "building");
         let id = self.engine.build(&request).await.map_err(BuildError::Engine)?;

@@ -182,6 +182,8 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
             parallelism: opts.parallelism,
             check_concurrency: opts.check_concurrency,
             shutdown_grace: opts.shutdown_grace,
+            build_timeout: opts.build_timeout,
+            build_idle_timeout: opts.build_idle_timeout,
             rebuild_all: first && opts.rebuild_on_start,
             dry_run: l.mode.dry_run,
             persist: true,

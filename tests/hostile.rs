@@ -299,3 +299,49 @@ fn two_configs_in_one_folder_get_their_own_state_files() {
     }
     assert!(!env.dir.path().join("freshen-state.json").exists());
 }
+
+/// Builds `slow` (Dockerfile steps `run`) and `quick` with `options`; returns the report, and
+/// whether any container from the base still runs a few seconds later.
+fn timed_builds(name: &str, options: serde_json::Value, run: &str) -> (serde_json::Value, bool) {
+    let env = Env::new(name);
+    env.push_base("base:1", "v1");
+    env.write("slow/Dockerfile", &format!("FROM {}\nRUN {run}\n", env.image("base:1")));
+    env.write("quick/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    let config = env.config(
+        options,
+        json!({"slow": {"dockerfile": "slow", "tags": [env.image("slow:latest")]}, "quick": {"dockerfile": "quick", "tags": [env.image("quick:latest")]}}),
+    );
+    let started = std::time::Instant::now();
+    let out = output_within(&mut freshen_cmd(&config, &["--once", "--format", "json"]), std::time::Duration::from_secs(60));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the deadline ended the build, not the build itself");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let base = env.image("base:1");
+    let running = || !docker(&["ps", "-q", "--filter", &format!("ancestor={base}")]).is_empty();
+    let stopped = wait_until(std::time::Duration::from_secs(15), || !running());
+    (report(&out), !stopped)
+}
+
+#[test]
+fn a_build_whose_engine_stream_goes_silent_fails_at_the_idle_deadline_and_is_cancelled() {
+    if !engine_available() {
+        return;
+    }
+    let (r, still_running) = timed_builds("idle", json!({"build_idle_timeout": "3s", "parallelism": 2}), "sleep 40");
+    assert_eq!(r["outcomes"]["slow"]["kind"], "timed_out", "{}", r["outcomes"]);
+    assert!(r["outcomes"]["slow"]["error"].as_str().unwrap().contains("stalled"), "{}", r["outcomes"]["slow"]);
+    assert_eq!(r["outcomes"]["quick"]["outcome"], "built", "the other build goes on");
+    assert!(!still_running, "the build was cancelled on the engine");
+}
+
+#[test]
+fn a_build_over_build_timeout_fails_even_while_it_prints() {
+    if !engine_available() {
+        return;
+    }
+    let run = "for i in $(seq 40); do echo tick $i; sleep 1; done";
+    let (r, still_running) = timed_builds("buildtimeout", json!({"build_timeout": "4s"}), run);
+    let slow = &r["outcomes"]["slow"];
+    assert_eq!(slow["kind"], "timed_out", "{slow}");
+    assert!(slow["error"].as_str().unwrap().contains("timed out") && slow["error"].as_str().unwrap().contains("tick"), "{slow}");
+    assert!(!still_running, "the build was cancelled on the engine");
+}

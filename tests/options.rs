@@ -44,6 +44,12 @@ const ROWS: &[Row] = &[
         "\"registry_timeout\"",
     ),
     row("options/shutdown_grace", "options_engine.rs::shutdown_grace_bounds_the_wait_for_running_builds", "\"shutdown_grace\""),
+    row("options/build_timeout", "hostile.rs::a_build_over_build_timeout_fails_even_while_it_prints", "\"build_timeout\""),
+    row(
+        "options/build_idle_timeout",
+        "hostile.rs::a_build_whose_engine_stream_goes_silent_fails_at_the_idle_deadline_and_is_cancelled",
+        "\"build_idle_timeout\"",
+    ),
     row("options/state_file", "options_engine.rs::state_file_is_where_state_is_written", "\"state_file\""),
     row("options/log_level", "options_engine.rs::log_level_and_its_docker_rebuilder_spelling_set_what_is_logged", "\"log_level\""),
     row("options/log-level", "options_engine.rs::log_level_and_its_docker_rebuilder_spelling_set_what_is_logged", "\"log-level\""),

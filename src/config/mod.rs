@@ -95,6 +95,10 @@ pub struct Options {
     pub registry_timeout: Duration,
     /// How long running builds may finish after a stop signal (default 30 s).
     pub shutdown_grace: Duration,
+    /// Longest one build may take (default 2 h), so a stalled engine cannot stop every later cycle.
+    pub build_timeout: Duration,
+    /// Longest a build may go without output from the engine (default 30 min): a stream that stopped.
+    pub build_idle_timeout: Duration,
     /// Where the digests seen and the builds' records survive restarts (absolute).
     pub state_file: PathBuf,
     /// How much to log: a tracing filter directive (`info`, `debug`, …).
@@ -273,6 +277,7 @@ fn duration_bounds(key: &str) -> (Duration, Duration) {
         "interval" => (Duration::from_secs(1), Duration::from_secs(30 * DAY)),
         "registry_timeout" => (Duration::from_secs(1), Duration::from_secs(3600)),
         "shutdown_grace" => (Duration::ZERO, Duration::from_secs(DAY)),
+        "build_timeout" | "build_idle_timeout" => (Duration::from_secs(1), Duration::from_secs(7 * DAY)),
         _ => (Duration::ZERO, Duration::from_secs(30 * DAY)),
     }
 }
@@ -354,6 +359,8 @@ fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) -> Options 
         check_concurrency: raw.get("check_concurrency").and_then(Value::as_u64).unwrap_or(8) as usize,
         registry_timeout: duration(raw, "registry_timeout", Duration::from_secs(20), v),
         shutdown_grace: duration(raw, "shutdown_grace", Duration::from_secs(30), v),
+        build_timeout: duration(raw, "build_timeout", Duration::from_secs(2 * 3600), v),
+        build_idle_timeout: duration(raw, "build_idle_timeout", Duration::from_secs(30 * 60), v),
         state_file,
         log_level,
         log_format,

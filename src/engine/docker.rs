@@ -182,7 +182,24 @@ impl Engine for DockerEngine {
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
         let mut image_id = None;
-        while let Some(item) = stream.next().await {
+        // Deadlines: the whole build, and silence between two messages. Returning drops the
+        // stream, which closes the connection: the engine then cancels the build.
+        let at = |d: std::time::Duration| {
+            let now = tokio::time::Instant::now();
+            now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
+        };
+        let deadline = at(request.timeout);
+        loop {
+            let item = match tokio::time::timeout_at(deadline.min(at(request.idle_timeout)), stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    let idle = tokio::time::Instant::now() < deadline;
+                    let after = if idle { request.idle_timeout } else { request.timeout };
+                    tracing::warn!(event = "build_timed_out", build = %request.name, idle, after = %humantime::format_duration(after), "build deadline passed; cancelling it on the engine");
+                    return Err(EngineError::TimedOut { after, idle, tail: Vec::from(tail).join("\n") });
+                }
+            };
             let info = match item {
                 Ok(i) => i,
                 Err(BollardError::DockerStreamError { error }) => {

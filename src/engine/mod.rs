@@ -60,6 +60,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// Replaces secret build arg values by `***` in the build output lines the engine logs.
     pub redactor: Redactor,
+    /// Longest the whole build may take (`build_timeout`).
+    pub timeout: std::time::Duration,
+    /// Longest the engine's stream may stay silent (`build_idle_timeout`).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// The engine operations freshen uses.
