@@ -345,3 +345,22 @@ fn a_build_over_build_timeout_fails_even_while_it_prints() {
     assert!(slow["error"].as_str().unwrap().contains("timed out") && slow["error"].as_str().unwrap().contains("tick"), "{slow}");
     assert!(!still_running, "the build was cancelled on the engine");
 }
+
+#[test]
+fn one_huge_build_output_line_is_cut_at_64_kib() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("hugeline");
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN head -c 10000000 /dev/zero | tr '\\\\0' a; echo; false\n", env.image("base:1")));
+    let config = env.config(json!({}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let out = output_within(&mut freshen_cmd(&config, &["--once", "--format", "json"]), std::time::Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(1));
+    let r = report(&out);
+    let error = r["outcomes"]["app"]["error"].as_str().unwrap();
+    assert!(error.contains("[line cut: 9934464 more bytes]"), "{}", &error[error.len().saturating_sub(300)..]);
+    assert!(error.len() < 200_000, "the 10 MB line is not in the report: {} bytes", error.len());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.len() < 1_000_000, "nor in the debug log: {} bytes", log.len());
+}

@@ -10,6 +10,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
+use super::lines::Lines;
 use super::{context, BuildRequest, Engine, EngineError, ImageInfo};
 use crate::credentials::{self, Credential, Registries};
 use crate::reference::ImageRef;
@@ -181,6 +182,17 @@ impl Engine for DockerEngine {
             request.tags.iter().filter_map(|t| self.credentials_for(t.registry()).map(|c| (t.registry().to_string(), c))).collect();
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+        let mut lines = Lines::default();
+        let keep = |tail: &mut VecDeque<String>, line: String| {
+            if line.trim().is_empty() {
+                return;
+            }
+            tracing::debug!(event = "build_output", build = %request.name, "{}", request.redactor.redact(&line));
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        };
         let mut image_id = None;
         // Deadlines: the whole build, and silence between two messages. Returning drops the
         // stream, which closes the connection: the engine then cancels the build.
@@ -207,13 +219,8 @@ impl Engine for DockerEngine {
                 }
                 Err(e) => return Err(map_err(e)),
             };
-            let stream = info.stream.unwrap_or_default();
-            for line in stream.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::debug!(event = "build_output", build = %request.name, "{}", request.redactor.redact(line));
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.to_string());
+            for line in lines.push(info.stream.as_deref().unwrap_or_default()) {
+                keep(&mut tail, line);
             }
             if let Some(detail) = info.error_detail {
                 return Err(EngineError::Build { message: detail.message.unwrap_or_default(), tail: Vec::from(tail).join("\n") });
@@ -221,6 +228,9 @@ impl Engine for DockerEngine {
             if let Some(id) = info.aux.and_then(|a| a.id) {
                 image_id = Some(id);
             }
+        }
+        if let Some(line) = lines.finish() {
+            keep(&mut tail, line);
         }
         // Engines that send no `aux` ID still print the classic builder's "Successfully built <id>".
         let short = tail.iter().rev().find_map(|l| l.strip_prefix("Successfully built ")).map(|s| s.trim().to_string());

@@ -3,6 +3,7 @@
 
 pub mod context;
 mod docker;
+mod lines;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
