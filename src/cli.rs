@@ -73,6 +73,15 @@ pub enum Command {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(args: Args) -> i32 {
+    if args.command.is_none() {
+        // SIGHUP's default action ends the process. Until the runtime's handler replaces this
+        // (after the config is read and the engine answers), a SIGHUP is ignored instead: the
+        // config being loaded then is the newest anyway.
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        }
+    }
     let config = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -207,6 +216,10 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
             return EXIT_FAILED;
         }
     };
+    let stale = crate::state::remove_stale_temp_files(&config.options.state_file);
+    if stale > 0 {
+        tracing::info!(event = "stale_temp_files_removed", count = stale, "removed temporary state files a killed freshen left");
+    }
     let Started { engine, platform, setup } = match watcher::start(config, once, &cancel).await {
         Ok(s) => s,
         Err(StartError::Engine(e)) if cancel.is_cancelled() => {

@@ -14,6 +14,21 @@ use std::time::Duration;
 
 use crate::reference::ImageRef;
 
+/// `e` with its causes (`client error (Connect): tcp connect error: Connection refused`):
+/// reqwest's, bollard's and hyper's own text leaves out the cause, which is what says what to fix.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// A registry request that failed (OCI distribution spec: `HEAD`/`GET /v2/<name>/manifests/<reference>`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {

@@ -24,7 +24,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
     let cancel = CancellationToken::new();
     let Started { engine, platform, setup } = start(config, true, &cancel).await?;
     let opts = &setup.config.options;
-    let mut state = load_state(&opts.state_file);
+    let mut state = load_state(&opts.state_file, false);
     let project = Arc::new(setup.project);
     let input = CycleInput {
         project: project.clone(),

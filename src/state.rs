@@ -227,10 +227,10 @@ pub enum Loaded {
     Found(State),
     /// No file: the caller re-seeds from labels.
     Missing,
-    /// The file did not parse and was moved to `moved_to`.
+    /// The file did not parse; it was moved to `moved_to`, unless the caller only looks (`explain`).
     Corrupt {
-        /// Where the bad file now is.
-        moved_to: PathBuf,
+        /// Where the bad file now is, when it was moved.
+        moved_to: Option<PathBuf>,
         /// The parse error.
         reason: String,
     },
@@ -244,11 +244,13 @@ pub fn now_secs() -> u64 {
 /// Largest state file read, in bytes (1 GiB: 50,000 builds take a few tens of MiB).
 pub const MAX_STATE_BYTES: u64 = 1024 * 1024 * 1024;
 
-/// Reads the state at `path`.
+/// Reads the state at `path`. With `move_corrupt`, a file that does not parse is
+/// moved aside (to `<name>.corrupt-<seconds>[-n]`, never over an earlier one); `explain`,
+/// which writes nothing, leaves it where it is.
 ///
 /// # Errors
 /// [`StateError::Read`] when the file exists but cannot be read, or cannot be moved aside.
-pub fn load(path: &Path) -> Result<Loaded, StateError> {
+pub fn load(path: &Path, move_corrupt: bool) -> Result<Loaded, StateError> {
     let read_err = |source| StateError::Read { path: path.to_path_buf(), source };
     let bytes = match crate::files::read_regular(path, MAX_STATE_BYTES, "a state file") {
         Ok(b) => b,
@@ -258,14 +260,38 @@ pub fn load(path: &Path) -> Result<Loaded, StateError> {
     };
     match parse(&bytes) {
         Ok(s) => Ok(Loaded::Found(s)),
-        Err(reason) => Ok(Loaded::Corrupt { moved_to: move_aside(path).map_err(read_err)?, reason }),
+        Err(reason) if move_corrupt => Ok(Loaded::Corrupt { moved_to: Some(move_aside(path).map_err(read_err)?), reason }),
+        Err(reason) => Ok(Loaded::Corrupt { moved_to: None, reason }),
     }
 }
 
 fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
-    let to = path.with_extension(format!("corrupt-{}", now_secs()));
+    let secs = now_secs();
+    let to = (0..)
+        .map(|n| path.with_extension(if n == 0 { format!("corrupt-{secs}") } else { format!("corrupt-{secs}-{n}") }))
+        .find(|p| !p.exists())
+        .expect("an unused name");
     std::fs::rename(path, &to)?;
     Ok(to)
+}
+
+/// The prefix of `path`'s temporary files: `.<state file name>.tmp.`, so that
+/// the temporary files of two state files in one folder are told apart.
+fn temp_prefix(path: &Path) -> String {
+    format!(".{}.tmp.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+}
+
+/// Removes temporary files a killed freshen left beside `path`. Call it while holding
+/// the [`StateLock`]: then no other process writes them. Returns how many were removed.
+pub fn remove_stale_temp_files(path: &Path) -> usize {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let prefix = temp_prefix(path);
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix) && e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// Writes `state` to `path` atomically, mode 0600.
@@ -276,7 +302,7 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_path_buf(), source };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".freshen-state.").tempfile_in(dir).map_err(err)?;
+    let mut tmp = tempfile::Builder::new().prefix(&temp_prefix(path)).tempfile_in(dir).map_err(err)?;
     // tempfile creates files 0600 on Unix, which is what the state file must be.
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     tmp.write_all(&json).map_err(err)?;
@@ -295,15 +321,24 @@ mod tests {
     fn round_trip_mode_and_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
-        assert!(matches!(load(&p).unwrap(), Loaded::Missing));
+        assert!(matches!(load(&p, true).unwrap(), Loaded::Missing));
         let mut s = State::default();
         s.builds.insert("a".into(), BuildRecord { origin: Origin::Built, ..Default::default() });
         save(&p, &s).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(matches!(load(&p).unwrap(), Loaded::Found(x) if x == s));
+        assert!(matches!(load(&p, true).unwrap(), Loaded::Found(x) if x == s));
         std::fs::write(&p, "{not json").unwrap();
-        let Loaded::Corrupt { moved_to, .. } = load(&p).unwrap() else { panic!("expected corrupt") };
-        assert!(moved_to.exists() && !p.exists());
+        assert!(matches!(load(&p, false).unwrap(), Loaded::Corrupt { moved_to: None, .. }) && p.exists(), "only looking moves nothing");
+        let Loaded::Corrupt { moved_to: Some(first), .. } = load(&p, true).unwrap() else { panic!("expected corrupt") };
+        assert!(first.exists() && !p.exists());
+        std::fs::write(&p, "{again").unwrap();
+        let Loaded::Corrupt { moved_to: Some(second), .. } = load(&p, true).unwrap() else { panic!("expected corrupt") };
+        assert!(
+            second != first && first.exists() && second.exists(),
+            "a second corrupt file in the same second does not replace the first"
+        );
+        std::fs::write(dir.path().join(".state.json.tmp.abc"), "half").unwrap();
+        assert_eq!(remove_stale_temp_files(&p), 1);
     }
 
     #[test]

@@ -34,17 +34,21 @@ const MAX_ENGINE_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Loads state, or starts empty (builds are then re-seeded from image labels).
 ///
-/// A corrupt file is moved aside with a warning. An unreadable one is logged and
+/// A corrupt file is moved aside with a warning (with `move_corrupt`; else left in place). An unreadable one is logged and
 /// treated as missing, so that the daemon keeps running.
-pub fn load_state(path: &std::path::Path) -> State {
-    match state::load(path) {
+pub fn load_state(path: &std::path::Path, move_corrupt: bool) -> State {
+    match state::load(path, move_corrupt) {
         Ok(Loaded::Found(s)) => s,
         Ok(Loaded::Missing) => {
             tracing::info!(event = "state_missing", path = %path.display(), "no state file; re-seeding from image labels");
             State::default()
         }
-        Ok(Loaded::Corrupt { moved_to, reason }) => {
+        Ok(Loaded::Corrupt { moved_to: Some(moved_to), reason }) => {
             tracing::warn!(event = "state_corrupt", path = %path.display(), moved_to = %moved_to.display(), %reason, "state file is corrupt; moved aside, re-seeding from image labels");
+            State::default()
+        }
+        Ok(Loaded::Corrupt { moved_to: None, reason }) => {
+            tracing::warn!(event = "state_corrupt", path = %path.display(), %reason, "state file is corrupt; left as it is, reading as if empty");
             State::default()
         }
         Err(e) => {
@@ -167,7 +171,7 @@ pub struct Loop {
 /// A reload with an invalid config is refused with an error log, and the old one keeps running.
 pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
     let mut current = Current::new(setup);
-    let mut state = load_state(&current.config.options.state_file);
+    let mut state = load_state(&current.config.options.state_file, true);
     let cancel = l.triggers.cancel().clone();
     let (mut first, mut scope) = (true, None);
     let mut next_tick = tokio::time::Instant::now();
@@ -227,7 +231,7 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
                     Ok(new) => {
                         let state_file = new.config.options.state_file.clone();
                         if state_file != current.config.options.state_file {
-                            state = load_state(&state_file);
+                            state = load_state(&state_file, true);
                         }
                         tracing::info!(event = "config_reloaded", builds = new.config.builds.len(), "config reloaded");
                         current = Current::new(new);

@@ -307,7 +307,7 @@ async fn a_version_1_state_file_loads_and_adopts_with_nothing_rebuilt() {
     let fixture = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.json")).unwrap();
     assert!(fixture.contains(&lib_id), "the fixture names the image ID the fake engine gives lib");
     std::fs::write(w.state_path(), fixture).unwrap();
-    let state::Loaded::Found(loaded) = state::load(&w.state_path()).unwrap() else { panic!("the v1 file loads") };
+    let state::Loaded::Found(loaded) = state::load(&w.state_path(), true).unwrap() else { panic!("the v1 file loads") };
     assert_eq!(loaded.version, 2);
     assert_eq!(loaded.builds["lib"].built_from[&input(BASE)], D1);
     *w.state.lock().unwrap() = loaded;

@@ -364,3 +364,66 @@ fn one_huge_build_output_line_is_cut_at_64_kib() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.len() < 1_000_000, "nor in the debug log: {} bytes", log.len());
 }
+
+#[test]
+fn engine_errors_show_their_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("app")).unwrap();
+    std::fs::write(dir.path().join("app/Dockerfile"), "FROM alpine\n").unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, json!({"builds": {"app": {"dockerfile": "app", "tags": ["x/app"]}}}).to_string()).unwrap();
+    let port = free_port();
+    let out = freshen_cmd(&config, &["--once"]).env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Connection refused"), "the cause, not just `client error (Connect)`: {err}");
+}
+
+#[test]
+fn explain_leaves_a_corrupt_state_file_where_it_is_and_a_run_clears_stale_temp_files() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("explaincorrupt");
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
+    let config = env.config(json!({}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    std::fs::write(env.state_path(), "{not json").unwrap();
+    let out = freshen_cmd(&config, &["explain", "app"]).output().unwrap();
+    assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(env.state_path()).unwrap(), "{not json", "explain writes nothing");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(env.dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    assert!(!names().iter().any(|n| n.contains("corrupt")), "{:?}", names());
+
+    std::fs::write(env.dir.path().join(".state.json.tmp.Ab12"), "half a state file").unwrap();
+    std::fs::write(env.dir.path().join(".other.json.tmp.Cd34"), "another state file's").unwrap();
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    let names = names();
+    assert!(!names.contains(&".state.json.tmp.Ab12".to_string()), "the stale temporary file is gone: {names:?}");
+    assert!(names.contains(&".other.json.tmp.Cd34".to_string()), "another state file's is left alone");
+    assert!(names.iter().any(|n| n.starts_with("state.corrupt-")), "the run moved the corrupt file aside: {names:?}");
+}
+
+#[test]
+fn a_sighup_right_after_start_does_not_kill_the_daemon() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("earlyhup");
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
+    let config = env
+        .config(json!({"interval": "1h", "log_format": "json"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let log = env.dir.path().join("daemon.log");
+    let mut child = spawn_daemon(&config, &log);
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    assert!(std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let started = wait_event(&log, "cycle_finished", &[], std::time::Duration::from_secs(60));
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(alive && started, "the daemon survived the early SIGHUP and ran (exit {status:?})");
+    assert_eq!(status.code(), Some(0));
+}

@@ -32,9 +32,9 @@ fn map_err(e: BollardError) -> EngineError {
             EngineError::Api(format!("engine answered {status_code}: {message}"))
         }
         BollardError::IOError { .. } | BollardError::HyperResponseError { .. } | BollardError::RequestTimeoutError => {
-            EngineError::Unreachable(e.to_string())
+            EngineError::Unreachable(crate::error::chain(&e))
         }
-        other => EngineError::Api(other.to_string()),
+        other => EngineError::Api(crate::error::chain(&other)),
     }
 }
 
@@ -51,8 +51,11 @@ impl DockerEngine {
         let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
         let certs = std::env::var("DOCKER_CERT_PATH").unwrap_or_else(|_| "~/.docker".into());
         let unreachable = |e: bollard::errors::Error| match tls {
-            true => EngineError::Unreachable(format!("{e} (DOCKER_TLS_VERIFY is set: ca.pem, cert.pem and key.pem are read from {certs})")),
-            false => EngineError::Unreachable(e.to_string()),
+            true => EngineError::Unreachable(format!(
+                "{} (DOCKER_TLS_VERIFY is set: ca.pem, cert.pem and key.pem are read from {certs})",
+                crate::error::chain(&e)
+            )),
+            false => EngineError::Unreachable(crate::error::chain(&e)),
         };
         let docker = if tls {
             // reqwest and bollard both use rustls; with more than one crypto provider compiled

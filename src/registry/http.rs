@@ -97,15 +97,8 @@ impl HttpRegistry {
         if e.is_timeout() {
             return RegistryError::TimedOut { registry: image.registry().to_string(), after: self.timeout };
         }
-        // reqwest's Display leaves out the cause, which is what tells users what to fix.
         // URLs carry no credentials here, so the chain is safe to show.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            message = format!("{message}: {s}");
-            source = s.source();
-        }
-        RegistryError::Unreachable { registry: image.registry().to_string(), message }
+        RegistryError::Unreachable { registry: image.registry().to_string(), message: crate::error::chain(e) }
     }
 
     fn cache_key(image: &ImageRef) -> String {
