@@ -297,10 +297,19 @@ pub fn remove_stale_temp_files(path: &Path) -> usize {
 /// Writes `state` to `path` atomically, mode 0600.
 ///
 /// # Errors
-/// [`StateError::Write`] when the folder is missing or unwritable, or the disk is full.
-/// The previous file is then left as it was.
+/// [`StateError::Write`] when the folder is missing or unwritable, the disk is full, or
+/// the state file is a symlink to nowhere. The previous file is then left as it was.
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_path_buf(), source };
+    // A symlinked state file is written through: the rename goes to the link's target,
+    // never over the link itself.
+    let target;
+    let path = if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        target = std::fs::canonicalize(path).map_err(err)?;
+        target.as_path()
+    } else {
+        path
+    };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(&temp_prefix(path)).tempfile_in(dir).map_err(err)?;
     // tempfile creates files 0600 on Unix, which is what the state file must be.
@@ -350,6 +359,21 @@ mod tests {
         assert!(matches!(e, LockError::Held { pid: Some(pid), .. } if pid == std::process::id()), "{e}");
         drop(held);
         lock(&p).expect("free again once the holder is gone");
+    }
+
+    #[test]
+    fn a_symlinked_state_file_is_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        let link = dir.path().join("state.json");
+        std::fs::write(&real, "{}").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        save(&link, &State::default()).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is kept");
+        assert!(matches!(load(&real, false).unwrap(), Loaded::Found(_)), "its target holds the state");
+        std::fs::remove_file(&real).unwrap();
+        assert!(save(&link, &State::default()).is_err(), "a dangling link is an error, not replaced");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     }
 
     #[test]

@@ -427,3 +427,26 @@ fn a_sighup_right_after_start_does_not_kill_the_daemon() {
     assert!(alive && started, "the daemon survived the early SIGHUP and ran (exit {status:?})");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_state_file_that_is_the_config_a_dockerfile_or_inside_a_context_is_refused() {
+    for (state_file, says) in [
+        ("config.json", "is the config file itself"),
+        ("app/Dockerfile", "is build app's Dockerfile"),
+        ("app/state.json", "is inside build app's context"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/Dockerfile"), "FROM alpine\n").unwrap();
+        let config = dir.path().join("config.json");
+        let text = json!({"options": {"state_file": state_file}, "builds": {"app": {"dockerfile": "app", "tags": ["x/app"]}}}).to_string();
+        std::fs::write(&config, &text).unwrap();
+        let out = freshen_cmd(&config, &["validate"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{state_file}: {err}");
+        assert!(err.contains("/options/state_file") && err.contains(says), "{state_file}: {err}");
+        let out = freshen_cmd(&config, &["--once"]).env("DOCKER_HOST", "unix:///nonexistent.sock").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), text, "the config is never touched");
+    }
+}

@@ -256,6 +256,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
     check_duplicate_tags(&builds, &mut v);
+    check_state_file(&options.state_file, path, &builds, raw["options"].get("state_file").is_some(), &mut v);
     let registries = resolve_registries(&raw["registries"], &base_dir, &mut v);
     if !v.is_empty() {
         v.sort_by(|a: &Violation, b| a.pointer.cmp(&b.pointer));
@@ -500,6 +501,36 @@ fn resolve_registries(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> R
         );
     }
     out
+}
+
+/// A state file that is the config or a Dockerfile would overwrite the user's file;
+/// a `state_file` given inside a build context would change that context on every
+/// save. (The default, beside the config, may lie in a context whose folder is the
+/// config's: that stays allowed, as it always was.)
+fn check_state_file(state: &Path, config: &Path, builds: &BTreeMap<String, Build>, given: bool, v: &mut Vec<Violation>) {
+    let norm = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    // The state file itself may not exist yet: compare through its folder.
+    let state = match (state.parent(), state.file_name()) {
+        (Some(dir), Some(name)) => norm(dir).join(name),
+        _ => norm(state),
+    };
+    let pointer = if given { "/options/state_file" } else { "/options" };
+    let say = |what: String| {
+        format!("the state file {} {what}; give `state_file` a path of its own, outside every build context", state.display())
+    };
+    if state == norm(config) {
+        v.push(Violation { pointer: pointer.into(), message: say("is the config file itself".into()) });
+    }
+    for b in builds.values() {
+        if state == norm(&b.dockerfile) {
+            v.push(Violation { pointer: pointer.into(), message: say(format!("is build {}'s Dockerfile", b.name)) });
+        } else if given && state.starts_with(norm(&b.context)) {
+            v.push(Violation {
+                pointer: pointer.into(),
+                message: say(format!("is inside build {}'s context {}", b.name, b.context.display())),
+            });
+        }
+    }
 }
 
 fn check_duplicate_tags(builds: &BTreeMap<String, Build>, v: &mut Vec<Violation>) {
