@@ -48,7 +48,9 @@ fn each_broken_dockerfile_is_an_error_for_its_build_alone() {
     }
     builds.insert("big".into(), json!({"dockerfile": "big", "tags": [env.image("big:latest")]}));
     builds.insert("good".into(), json!({"dockerfile": "good", "tags": [env.image("good:latest")]}));
-    env.config(json!({}), Value::Object(builds));
+    // The broken builds' context is the test's folder, so the state file lives outside it.
+    let state_dir = tempfile::tempdir().unwrap();
+    env.config(json!({"state_file": state_dir.path().join("state.json")}), Value::Object(builds));
 
     let out = env.freshen(&["plan", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
