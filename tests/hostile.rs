@@ -450,3 +450,32 @@ fn a_state_file_that_is_the_config_a_dockerfile_or_inside_a_context_is_refused()
         assert_eq!(std::fs::read_to_string(&config).unwrap(), text, "the config is never touched");
     }
 }
+
+#[test]
+fn a_context_keeps_non_utf8_names_byte_for_byte_archives_a_fifo_and_skips_a_socket() {
+    use std::os::unix::ffi::OsStrExt;
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("oddnames");
+    env.push_base("base:1", "v1");
+    let ctx = env.dir.path().join("app");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let name = |b: u8| std::ffi::OsStr::from_bytes(&[b'a', b]).to_owned();
+    std::fs::write(ctx.join(name(0xff)), "ff").unwrap();
+    std::fs::write(ctx.join(name(0xfe)), "fe").unwrap();
+    mkfifo(&ctx.join("pipe"));
+    let _socket = std::os::unix::net::UnixListener::bind(ctx.join("sock")).unwrap();
+    let checks = [
+        r#"test "$(cat /ctx/a$(printf '\377'))" = ff"#,
+        r#"test "$(cat /ctx/a$(printf '\376'))" = fe"#,
+        "test -p /ctx/pipe",
+        "test ! -e /ctx/sock",
+    ];
+    let runs: String = checks.iter().map(|c| format!("RUN {c}\n")).collect();
+    env.write("app/Dockerfile", &format!("FROM {}\nCOPY . /ctx/\n{runs}", env.image("base:1")));
+    let config = env.config(json!({}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let out = output_within(&mut freshen_cmd(&config, &["--once", "--format", "json"]), std::time::Duration::from_secs(60));
+    let r = report(&out);
+    assert_eq!(r["outcomes"]["app"]["outcome"], "built", "each RUN check held: {}", r["outcomes"]["app"]);
+}

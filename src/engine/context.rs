@@ -15,6 +15,7 @@
 //! the context's size.
 
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -143,8 +144,17 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
         if inside.is_none() && rel == ".dockerignore" {
             continue; // written below with the injected Dockerfile listed
         }
-        tar.append_path_with_name(entry.path(), &rel)
-            .map_err(|e| cerr(entry.path(), with_hint(format!("cannot archive: {e}"), Some(e.kind()))))?;
+        // The name goes in byte for byte (`a\xff` and `a\xfe` stay two files), as `docker build` sends it.
+        let name = entry.path().strip_prefix(context).expect("walkdir stays under its root");
+        let t = entry.file_type();
+        let archived = if t.is_socket() {
+            continue; // A socket cannot be archived; `docker build` leaves it out too.
+        } else if t.is_fifo() || t.is_char_device() || t.is_block_device() {
+            append_special(&mut tar, entry.path(), name)
+        } else {
+            tar.append_path_with_name(entry.path(), name)
+        };
+        archived.map_err(|e| cerr(entry.path(), with_hint(format!("cannot archive: {e}"), Some(e.kind()))))?;
     }
     let name = match inside {
         Some(n) => n,
@@ -173,6 +183,30 @@ fn with_hint(message: String, kind: Option<std::io::ErrorKind>) -> String {
         }
         _ => message,
     }
+}
+
+/// Archives a FIFO or a device node at `path` as a tar entry of its type, under `name`,
+/// without opening it (opening a FIFO would block; reading a device would never end).
+/// Written here because `tar::Builder` names such entries by their full source path.
+fn append_special<W: Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    let t = meta.file_type();
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    header.set_size(0);
+    header.set_entry_type(if t.is_fifo() {
+        tar::EntryType::Fifo
+    } else if t.is_char_device() {
+        tar::EntryType::Char
+    } else {
+        tar::EntryType::Block
+    });
+    if !t.is_fifo() {
+        header.set_device_major(libc::major(meta.rdev()))?;
+        header.set_device_minor(libc::minor(meta.rdev()))?;
+    }
+    tar.append_data(&mut header, name, std::io::empty())
 }
 
 fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> std::io::Result<()> {
