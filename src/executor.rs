@@ -67,13 +67,6 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// `d` from now, saturating: a time a century away instead of an overflow, for a
-/// duration that came from a config or a registry.
-pub fn later(d: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
 /// A build's result and wall time, as its task returns them.
 type Finished<T> = (String, Result<T, BuildError>, f64);
 
@@ -140,7 +133,7 @@ where
         }
         // Cancelled: no new build starts, and running ones get `grace` from now, not from when one ends.
         let joined = if cancel.is_cancelled() {
-            let deadline = *stop_deadline.get_or_insert_with(|| later(grace));
+            let deadline = *stop_deadline.get_or_insert_with(|| crate::deadline::after(grace).into());
             match tokio::time::timeout_at(deadline, running.join_next()).await {
                 Ok(j) => j,
                 Err(_) => {

@@ -54,16 +54,17 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
     let base = a.resolution.as_ref().ok().and_then(|res| res.base.as_ref()).map(|b| r.show(b));
     let pinned: Vec<String> = a.pinned.iter().map(|i| r.show(i)).collect();
     let ignored: Vec<String> = a.ignored.iter().map(|i| r.show(i)).collect();
+    // Where each watched input's current digest came from, as the check saw it.
+    let source_of = |i| report.checks.get(i).and_then(|c| c.seen.as_ref().ok()).map(|o| o.source);
     if json {
         let watched: Vec<_> = compared
             .iter()
             .map(|(i, c)| {
-                let source = report.checks.get(i).and_then(|c| c.seen.as_ref().ok()).map(|o| o.source);
                 json!({
                     "image": r.show(i),
                     "built_from": c.built_from,
                     "current": c.current.as_ref().ok().map(|c| &c.for_build),
-                    "source": source,
+                    "source": source_of(i),
                     "error": c.current.as_ref().err().map(|e| r.show(e)),
                 })
             })
@@ -86,8 +87,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         for (i, c) in &compared {
             println!("  watches {}", r.show(i));
             println!("    built from: {}", c.built_from.as_deref().unwrap_or("(no record)"));
-            let source = report.checks.get(i).and_then(|c| c.seen.as_ref().ok()).map(|o| o.source);
-            match (&c.current, source) {
+            match (&c.current, source_of(i)) {
                 (Err(e), _) => println!("    current:    check failed: {}", r.show(e)),
                 (Ok(current), Some(source)) => println!("    current:    {} (from the {source})", current.for_build),
                 (Ok(current), None) => println!("    current:    {}", current.for_build),

@@ -52,6 +52,7 @@ pub mod cli;
 pub mod config;
 mod credentials;
 pub mod cycle;
+mod deadline;
 pub mod dockerfile;
 pub mod engine;
 pub mod error;

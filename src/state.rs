@@ -162,6 +162,10 @@ pub enum StateError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The path is not a regular file, or is over [`MAX_STATE_BYTES`]: not a file freshen wrote,
+    /// so it is neither read nor moved aside.
+    #[error("{0}; the state file must be a regular file that freshen wrote")]
+    Unusable(crate::files::ReadError),
 }
 
 /// An exclusive hold on a state file, for as long as it lives: two freshen
@@ -249,14 +253,16 @@ pub const MAX_STATE_BYTES: u64 = 1024 * 1024 * 1024;
 /// which writes nothing, leaves it where it is.
 ///
 /// # Errors
-/// [`StateError::Read`] when the file exists but cannot be read, or cannot be moved aside.
+/// [`StateError::Read`] when the file exists but cannot be read, or cannot be moved aside;
+/// [`StateError::Unusable`] for a FIFO, a device or an oversized file.
 pub fn load(path: &Path, move_corrupt: bool) -> Result<Loaded, StateError> {
     let read_err = |source| StateError::Read { path: path.to_path_buf(), source };
     let bytes = match crate::files::read_regular(path, MAX_STATE_BYTES, "a state file") {
         Ok(b) => b,
         Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(Loaded::Missing),
         // Not moved aside: a FIFO, a device or an oversized file is not one freshen wrote.
-        Err(e) => return Err(read_err(std::io::Error::other(e.to_string()))),
+        Err(crate::files::ReadError::Io { source, .. }) => return Err(read_err(source)),
+        Err(e) => return Err(StateError::Unusable(e)),
     };
     match parse(&bytes) {
         Ok(s) => Ok(Loaded::Found(s)),

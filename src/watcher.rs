@@ -215,9 +215,11 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
         // settling is rechecked when its window ends, not a whole interval later.
         let interval = current.config.options.interval;
         if full {
-            next_tick = crate::executor::later(interval);
+            next_tick = crate::deadline::after(interval).into();
         }
-        let settle_end = report.recheck_at.map(|at| crate::executor::later(Duration::from_secs(at.saturating_sub(state::now_secs()))));
+        let settle_end = report
+            .recheck_at
+            .map(|at| tokio::time::Instant::from(crate::deadline::after(Duration::from_secs(at.saturating_sub(state::now_secs())))));
         let deadline = settle_end.map_or(next_tick, |s| s.min(next_tick));
         let pending = l.triggers.wait(deadline).await;
         if pending.shutdown {

@@ -319,9 +319,11 @@ async fn a_version_1_state_file_loads_and_adopts_with_nothing_rebuilt() {
     assert_eq!(saved["inputs"][format!("image:{}", norm(BASE))]["digest"], D1);
 }
 
-#[tokio::test]
-async fn a_cycle_scoped_to_named_inputs_checks_only_those() {
-    const OTHER: &str = "registry.example.com/other:1";
+/// A base other than [`BASE`], for builds that must not share one.
+const OTHER: &str = "registry.example.com/other:1";
+
+/// `lib` on [`BASE`] and `tool` on [`OTHER`], both built from `D1`, which both registries serve.
+fn lib_and_tool() -> World {
     let w = World::new(&[
         ("lib", "registry.example.com/lib:1", format!("FROM {BASE}\n")),
         ("tool", "registry.example.com/tool:1", format!("FROM {OTHER}\n")),
@@ -330,6 +332,12 @@ async fn a_cycle_scoped_to_named_inputs_checks_only_those() {
     w.serve(OTHER, D1);
     w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
     w.built("tool", "registry.example.com/tool:1", &[(OTHER, D1)]);
+    w
+}
+
+#[tokio::test]
+async fn a_cycle_scoped_to_named_inputs_checks_only_those() {
+    let w = lib_and_tool();
     w.once().await;
     w.registry.heads.lock().unwrap().clear();
     w.serve(BASE, D2);
@@ -354,15 +362,7 @@ async fn a_dry_run_of_a_missing_build_whose_check_fails_is_a_failure() {
 
 #[tokio::test]
 async fn triggers_during_a_cycle_make_one_follow_up_that_checks_only_the_inputs_named() {
-    const OTHER: &str = "registry.example.com/other:1";
-    let w = World::new(&[
-        ("lib", "registry.example.com/lib:1", format!("FROM {BASE}\n")),
-        ("tool", "registry.example.com/tool:1", format!("FROM {OTHER}\n")),
-    ]);
-    w.serve(BASE, D1);
-    w.serve(OTHER, D1);
-    w.built("lib", "registry.example.com/lib:1", &[(BASE, D1)]);
-    w.built("tool", "registry.example.com/tool:1", &[(OTHER, D1)]);
+    let w = lib_and_tool();
     state::save(&w.state_path(), &w.state.lock().unwrap()).unwrap();
     let triggers = Triggers::new(CancellationToken::new());
     // Sent before the loop starts, so they are pending while its first cycle runs.

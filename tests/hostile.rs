@@ -160,10 +160,7 @@ fn a_fifo_config_on_sighup_is_refused_and_the_daemon_still_stops_on_sigterm() {
         return;
     }
     let env = Env::new("fifohup");
-    env.push_base("base:1", "v1");
-    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
-    let config = env
-        .config(json!({"interval": "1h", "log_format": "json"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let config = one_build(&env, json!({"interval": "1h", "log_format": "json"}), json!({}));
     let log = env.dir.path().join("daemon.log");
     let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "cycle_finished", &[], std::time::Duration::from_secs(60)));
@@ -261,10 +258,7 @@ fn a_second_freshen_on_the_same_state_file_exits_naming_the_first() {
         return;
     }
     let env = Env::new("twodaemons");
-    env.push_base("base:1", "v1");
-    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
-    let config = env
-        .config(json!({"interval": "1h", "log_format": "json"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let config = one_build(&env, json!({"interval": "1h", "log_format": "json"}), json!({}));
     let log = env.dir.path().join("first.log");
     let mut first = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "cycle_finished", &[], std::time::Duration::from_secs(60)));
@@ -385,9 +379,7 @@ fn explain_leaves_a_corrupt_state_file_where_it_is_and_a_run_clears_stale_temp_f
         return;
     }
     let env = Env::new("explaincorrupt");
-    env.push_base("base:1", "v1");
-    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
-    let config = env.config(json!({}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let config = one_build(&env, json!({}), json!({}));
     std::fs::write(env.state_path(), "{not json").unwrap();
     let out = freshen_cmd(&config, &["explain", "app"]).output().unwrap();
     assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -412,10 +404,7 @@ fn a_sighup_right_after_start_does_not_kill_the_daemon() {
         return;
     }
     let env = Env::new("earlyhup");
-    env.push_base("base:1", "v1");
-    env.write("app/Dockerfile", &format!("FROM {}\n", env.image("base:1")));
-    let config = env
-        .config(json!({"interval": "1h", "log_format": "json"}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let config = one_build(&env, json!({"interval": "1h", "log_format": "json"}), json!({}));
     let log = env.dir.path().join("daemon.log");
     let mut child = spawn_daemon(&config, &log);
     std::thread::sleep(std::time::Duration::from_millis(10));

@@ -10,17 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// `env` with a base pushed and one build `app` on it, with `options` and `build` keys added.
-fn one_build(env: &Env, options: Value, extra: Value) {
-    env.push_base("base:1", "v1");
-    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
-    let mut build = json!({"dockerfile": "app", "tags": [env.image("app:latest")]});
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        build[k] = v.clone();
-    }
-    env.config(options, json!({"app": build}));
-}
-
 #[test]
 fn parallelism_runs_independent_builds_at_once() {
     if !engine_available() {

@@ -189,7 +189,7 @@ fn with_hint(message: String, kind: Option<std::io::ErrorKind>) -> String {
 /// without opening it (opening a FIFO would block; reading a device would never end).
 /// Written here because `tar::Builder` names such entries by their full source path.
 fn append_special<W: Write>(tar: &mut tar::Builder<W>, path: &Path, name: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path)?;
     let t = meta.file_type();
     let mut header = tar::Header::new_gnu();

@@ -199,10 +199,7 @@ impl Engine for DockerEngine {
         let mut image_id = None;
         // Deadlines: the whole build, and silence between two messages. Returning drops the
         // stream, which closes the connection: the engine then cancels the build.
-        let at = |d: std::time::Duration| {
-            let now = tokio::time::Instant::now();
-            now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
-        };
+        let at = |d| tokio::time::Instant::from(crate::deadline::after(d));
         let deadline = at(request.timeout);
         loop {
             let item = match tokio::time::timeout_at(deadline.min(at(request.idle_timeout)), stream.next()).await {

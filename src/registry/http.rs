@@ -181,10 +181,7 @@ impl HttpRegistry {
                 }
                 let wait = asked.map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s.min(MAX_REGISTRY_WAIT_SECS)));
                 tracing::warn!(event = "rate_limited", registry = %registry, retry_after = %humantime::format_duration(wait), "429 Too Many Requests: no more requests to this registry until Retry-After");
-                self.blocked
-                    .lock()
-                    .expect("blocked lock")
-                    .insert(registry.clone(), Instant::now().checked_add(wait).unwrap_or_else(Instant::now));
+                self.blocked.lock().expect("blocked lock").insert(registry.clone(), crate::deadline::after(wait));
                 Err(RegistryError::RateLimited { registry, retry_after_secs: wait.as_secs() })
             }
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound { image: image.to_string() }),

@@ -401,3 +401,14 @@ pub fn built_behind_proxy(name: &str, bases: &[&str]) -> (Env, proxy::Proxy) {
     assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
     (env, proxy)
 }
+
+/// `env` with a base pushed and one build `app` on it, with `options` and `extra` keys added to the build; returns the config's path.
+pub fn one_build(env: &Env, options: Value, extra: Value) -> PathBuf {
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    let mut build = json!({"dockerfile": "app", "tags": [env.image("app:latest")]});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        build[k] = v.clone();
+    }
+    env.config(options, json!({"app": build}))
+}
