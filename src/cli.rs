@@ -147,11 +147,28 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match config.options.log_format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).init(),
     }
     for w in &config.options.warnings {
         tracing::warn!(event = "config_warning", "{w}");
     }
+}
+
+/// Text-log fields with every control character escaped
+/// ([`crate::config::escape_control`]). tracing-subscriber escapes ESC but not a
+/// newline or a carriage return, so a registry's answer or a line of build
+/// output could otherwise forge a log line of its own.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = crate::config::escape_control(&format!("{value:?}"));
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{field}={text}")
+        }
+    })
+    .delimited(" ")
 }
 
 /// Signals as triggers: the first SIGINT/SIGTERM is [`Trigger::Shutdown`]; a
@@ -208,8 +225,8 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let triggers = Triggers::new(cancel.clone());
     spawn_signal_handler(triggers.clone());
     let once = mode.once || mode.dry_run;
-    // Held until the process ends: a second freshen on this state file would build everything twice.
-    let _lock = match crate::state::lock(&config.options.state_file) {
+    // Held until the loop ends: a second freshen on this state file would build everything twice.
+    let lock = match crate::state::lock(&config.options.state_file) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("freshen: {e}");
@@ -232,7 +249,17 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     tracing::info!(event = "started", builds = setup.config.builds.len(), %interval, platform = %platform, "freshen started");
     let path = path.to_path_buf();
     let reload_platform = platform.clone();
-    let reloader: Reloader = Box::new(move || Setup::load(&path, Some(&reload_platform)));
+    // A reload that names another state file moves the lock there first, or is refused.
+    let held = std::sync::Mutex::new((setup.config.options.state_file.clone(), lock));
+    let reloader: Reloader = Box::new(move || {
+        let new = Setup::load(&path, Some(&reload_platform))?;
+        let mut held = held.lock().expect("state lock holder");
+        if new.config.options.state_file != held.0 {
+            let lock = crate::state::lock(&new.config.options.state_file).map_err(|e| e.to_string())?;
+            *held = (new.config.options.state_file.clone(), lock);
+        }
+        Ok(new)
+    });
     let (status, _) = tokio::sync::watch::channel(Status::default());
     let listeners = crate::listen::spawn(&status);
     let l = Loop { engine, engine_platform: platform, mode: Mode { once, ..mode }, triggers, reloader: Some(reloader), status };

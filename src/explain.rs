@@ -85,10 +85,10 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         println!("build {build} ({})", a.build.dockerfile.display());
         println!("  base: {}", base.as_deref().unwrap_or("scratch"));
         for (i, c) in &compared {
-            println!("  watches {}", r.show(i));
+            println!("  watches {}", r.text(i));
             println!("    built from: {}", c.built_from.as_deref().unwrap_or("(no record)"));
             match (&c.current, source_of(i)) {
-                (Err(e), _) => println!("    current:    check failed: {}", r.show(e)),
+                (Err(e), _) => println!("    current:    check failed: {}", r.text(e)),
                 (Ok(current), Some(source)) => println!("    current:    {} (from the {source})", current.for_build),
                 (Ok(current), None) => println!("    current:    {}", current.for_build),
             }
@@ -100,7 +100,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
             println!("  ignored {i} (# freshen:ignore)");
         }
         let verdict = if decision.rebuilds() { "would be rebuilt" } else { "would not be rebuilt" };
-        println!("  {verdict}: {}", r.show(&decision));
+        println!("  {verdict}: {}", r.text(&decision));
     }
     Ok(decision.failed())
 }

@@ -131,9 +131,9 @@ pub fn print_report(report: &CycleReport, json: bool) {
     let r = &report.redactor;
     for (input, c) in &report.checks {
         match (&c.seen, &c.old) {
-            (Err(e), _) => println!("check {}: failed: {}", r.show(input), r.show(e)),
-            (Ok(o), Some(old)) if *old != o.digest => println!("check {}: {old} → {}", r.show(input), o.digest),
-            (Ok(o), _) => println!("check {}: {}", r.show(input), o.digest),
+            (Err(e), _) => println!("check {}: failed: {}", r.text(input), r.text(e)),
+            (Ok(o), Some(old)) if *old != o.digest => println!("check {}: {old} → {}", r.text(input), o.digest),
+            (Ok(o), _) => println!("check {}: {}", r.text(input), o.digest),
         }
     }
     for (name, d) in &report.decisions {
@@ -143,10 +143,10 @@ pub fn print_report(report: &CycleReport, json: bool) {
             line.push_str(&format!(" in {s:.1}s"));
         }
         if !matches!(d, Decision::Fresh) {
-            line.push_str(&format!(" ({})", r.show(d)));
+            line.push_str(&format!(" ({})", r.text(d)));
         }
         if let Some(Outcome::Failed { error, .. }) = outcome {
-            line.push_str(&format!("\n{}", r.show(error)));
+            line.push_str(&format!("\n  {}", r.text(error)));
         }
         println!("{line}");
     }
@@ -160,7 +160,7 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
     } else {
         for b in &report.builds {
             match &b.error {
-                Some(e) => println!("{}: ERROR {e}", b.name),
+                Some(e) => println!("{}: ERROR {}", b.name, crate::config::terminal_text(e)),
                 None => println!(
                     "{}: base {}{}{}",
                     b.name,

@@ -73,6 +73,14 @@ pub fn escape_control(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
+/// `text` for a terminal or a text log: control characters other than a
+/// newline escaped as [`escape_control`] does, and every line after the first
+/// indented by two spaces, so that no part of a multi-line error (a build's
+/// output tail, a registry's answer) can pass for a line of freshen's own.
+pub fn terminal_text(text: &str) -> String {
+    text.split('\n').map(escape_control).collect::<Vec<_>>().join("\n  ")
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -182,6 +190,13 @@ impl Redactor {
     /// `value`'s `Display` text, redacted.
     pub fn show(&self, value: &impl std::fmt::Display) -> String {
         self.redact(&value.to_string())
+    }
+
+    /// `value`'s `Display` text, redacted and made safe for a terminal
+    /// ([`terminal_text`]); JSON output uses [`Redactor::show`], as JSON
+    /// escapes control characters itself.
+    pub fn text(&self, value: &impl std::fmt::Display) -> String {
+        terminal_text(&self.show(value))
     }
 }
 

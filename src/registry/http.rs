@@ -39,6 +39,9 @@ pub struct HttpRegistry {
     blocked: Mutex<HashMap<String, Instant>>,
     /// Each request's timeout, named in the error when it passes.
     timeout: Duration,
+    /// (registry, realm host) pairs already warned about, so a foreign token
+    /// realm is logged once a process, not once a token.
+    foreign_realms: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -79,7 +82,15 @@ impl HttpRegistry {
             }
         }
         let client = build_client(|| builder(timeout))?;
-        Ok(HttpRegistry { client, clients, registries, tokens: Mutex::new(HashMap::new()), blocked: Mutex::new(HashMap::new()), timeout })
+        Ok(HttpRegistry {
+            client,
+            clients,
+            registries,
+            tokens: Mutex::new(HashMap::new()),
+            blocked: Mutex::new(HashMap::new()),
+            timeout,
+            foreign_realms: Mutex::default(),
+        })
     }
 
     fn client(&self, image: &ImageRef) -> &Client {
@@ -129,6 +140,7 @@ impl HttpRegistry {
     async fn authorise(&self, image: &ImageRef, challenge: &str) -> Result<String, RegistryError> {
         let creds = credentials::lookup(&self.registries, image.registry());
         let refused = |message: String| RegistryError::Auth { registry: image.registry().into(), image: image.to_string(), message };
+        let protocol = |message: String| RegistryError::Protocol { registry: image.registry().into(), image: image.to_string(), message };
         match auth::parse_challenge(challenge) {
             Some(Challenge::Basic) => {
                 let c = creds.ok_or_else(|| refused("basic auth required and no credentials are configured".into()))?;
@@ -137,6 +149,9 @@ impl HttpRegistry {
                 Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
+                if creds.is_some() {
+                    self.may_send_credentials(image, &realm).map_err(protocol)?;
+                }
                 let scope = format!("repository:{}:pull", image.repository());
                 let mut req = self.client(image).get(&realm).query(&[("scope", scope.as_str())]);
                 if let Some(s) = &service {
@@ -150,15 +165,59 @@ impl HttpRegistry {
                 if !resp.status().is_success() {
                     return Err(refused(format!("token endpoint answered {}", resp.status())));
                 }
-                let bytes = read_body(resp, &realm).await.map_err(refused)?;
-                let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| refused(format!("bad token response: {e}")))?;
-                let token = body.token.or(body.access_token).ok_or_else(|| refused("token response has no token".into()))?;
+                let bytes = read_body(resp, &realm).await.map_err(protocol)?;
+                let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| protocol(format!("bad token response: {e}")))?;
+                let token = body.token.or(body.access_token).ok_or_else(|| protocol("token response has no token".into()))?;
                 let value = format!("Bearer {token}");
                 self.tokens.lock().expect("token cache lock").insert(Self::cache_key(image), value.clone());
                 Ok(value)
             }
             None => Err(refused(format!("unsupported authentication scheme in {:?}", challenge.split(' ').next().unwrap_or_default()))),
         }
+    }
+
+    /// Whether credentials for `image`'s registry may go to the token `realm`
+    /// a 401 challenge named. Never over plain HTTP, unless the realm is on a
+    /// loopback address or is a registry configured `insecure` (the hosts
+    /// dockerd itself speaks plain HTTP to): a registry, or anyone between it
+    /// and freshen, could otherwise name a realm that harvests them. A realm on
+    /// another host than the registry is allowed (Docker Hub's is
+    /// `auth.docker.io`) and logged once a process (`token_realm_foreign`).
+    ///
+    /// # Errors
+    /// A message saying why the credentials are kept back and what to do.
+    fn may_send_credentials(&self, image: &ImageRef, realm: &str) -> Result<(), String> {
+        let url = reqwest::Url::parse(realm).map_err(|e| format!("the token realm {realm:?} is not a URL ({e}); no credentials sent"))?;
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+        let authority = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let registry_host = image.api_host().split(':').next().unwrap_or_default().to_string();
+        let insecure = |name: &str| self.registries.get(name).is_some_and(|r| r.insecure);
+        let plain_allowed = host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || insecure(&authority)
+            || (host == registry_host && insecure(image.registry()));
+        match url.scheme() {
+            "https" => {}
+            "http" if plain_allowed => {}
+            "http" => {
+                return Err(format!(
+                    "the token realm {realm} is plain HTTP on a host that is neither loopback nor configured insecure; \
+                     no credentials sent (serve the realm over https, or set registries.\"{authority}\".insecure if that is meant)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "the token realm {realm} has the scheme \"{other}\"; only https (or http to an insecure registry) is used"
+                ))
+            }
+        }
+        if host != registry_host && self.foreign_realms.lock().expect("realm lock").insert((image.registry().to_string(), host.clone())) {
+            tracing::warn!(event = "token_realm_foreign", registry = %image.registry(), realm_host = %host, "the registry sends its credentials to a token realm on another host");
+        }
+        Ok(())
     }
 
     /// One request with auth; maps statuses to errors; records 429s.
