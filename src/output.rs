@@ -133,6 +133,13 @@ pub fn print_report(report: &CycleReport, json: bool) {
         match (&c.seen, &c.old) {
             (Err(e), _) => println!("check {}: failed: {}", r.text(input), r.text(e)),
             (Ok(o), Some(old)) if *old != o.digest => println!("check {}: {old} → {}", r.text(input), o.digest),
+            (Ok(o), _) if c.deferred => {
+                println!(
+                    "check {}: {} (deferred: few requests left in the registry's rate limit; the last digest stands)",
+                    r.text(input),
+                    o.digest
+                )
+            }
             (Ok(o), _) => println!("check {}: {}", r.text(input), o.digest),
         }
     }

@@ -66,6 +66,9 @@ fn shutdown_grace_bounds_the_wait_for_running_builds() {
     assert_eq!(count_events(&log, "grace_over", &[]), 1, "{text}");
     assert_eq!(count_events(&log, "build_finished", &[("build", "slow"), ("status", "cancelled")]), 1, "{text}");
     assert!(image_id(&env.image("slow:latest")).is_none(), "nothing tagged");
+    let base = env.image("base:1");
+    let running = || !docker(&["ps", "-q", "--filter", &format!("ancestor={base}")]).is_empty();
+    assert!(wait_until(Duration::from_secs(10), || !running()), "the build was cancelled on the engine");
 }
 
 #[test]

@@ -351,6 +351,8 @@ fn under_the_rate_limit_reserve_a_registry_is_checked_less_often() {
     let r = report(&out);
     assert_eq!(r["checks"][0]["deferred"], true);
     assert_eq!(r["decisions"]["base-app"]["status"], "fresh", "the last digest stands while deferred");
+    let text = String::from_utf8(env.freshen(&["--once", "--dry-run"]).stdout).unwrap();
+    assert!(text.contains("(deferred: few requests left in the registry's rate limit"), "the text report says so: {text}");
 
     // With no reserve the registry is checked at once, and the change is found.
     set_option(&env, "rate_limit_reserve", json!(0));
