@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::Checker;
 use crate::config::Redactor;
-use crate::engine::Engine;
+use crate::engine::{Builder, Engine};
 use crate::executor::{self, Outcome};
 use crate::input::{Check, Input};
 use crate::plan::{self, Compared, Decision, Existing, PlanInput};
 use crate::project::Project;
-use crate::rebuild::{labels_record, Builder};
+use crate::rebuild::{labels_record, Rebuild};
 use crate::registry::Registry;
 use crate::state::{self, State, StateError};
 
@@ -83,6 +83,8 @@ pub struct CycleReport {
     pub recheck_at: Option<u64>,
     /// Whatever prints this report passes its text through this, so secret build args never show.
     pub redactor: Redactor,
+    /// The builder each build runs with (its `builder` on this engine), reported beside its decision.
+    pub builders: BTreeMap<String, Builder>,
 }
 
 impl CycleReport {
@@ -154,7 +156,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             .iter()
             .map(|n| (n.clone(), project.graph.parents(n).into_iter().filter(in_order).map(String::from).collect()))
             .collect();
-        let builder = Arc::new(Builder {
+        let builder = Arc::new(Rebuild {
             engine: input.engine.clone(),
             project: input.project.clone(),
             timeout: input.build_timeout,
@@ -185,6 +187,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         seconds: started.elapsed().as_secs_f64(),
         recheck_at: plan.recheck_at,
         redactor,
+        builders: project.builds.iter().map(|(n, a)| (n.clone(), Builder::choose(a.build.builder, input.engine.has_buildkit()))).collect(),
     }
 }
 

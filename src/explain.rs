@@ -54,6 +54,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
     let base = a.resolution.as_ref().ok().and_then(|res| res.base.as_ref()).map(|b| r.show(b));
     let pinned: Vec<String> = a.pinned.iter().map(|i| r.show(i)).collect();
     let ignored: Vec<String> = a.ignored.iter().map(|i| r.show(i)).collect();
+    let builder = report.builders.get(build).map(ToString::to_string);
     // Where each watched input's current digest came from, as the check saw it.
     let source_of = |i| report.checks.get(i).and_then(|c| c.seen.as_ref().ok()).map(|o| o.source);
     if json {
@@ -73,6 +74,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
             "build": build,
             "dockerfile": a.build.dockerfile.display().to_string(),
             "base": base,
+            "builder": builder,
             "watched": watched,
             "pinned_images": pinned,
             "ignored_images": ignored,
@@ -84,6 +86,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
     } else {
         println!("build {build} ({})", a.build.dockerfile.display());
         println!("  base: {}", base.as_deref().unwrap_or("scratch"));
+        println!("  builder: {} (asked for: {})", builder.as_deref().unwrap_or("unknown"), a.build.builder);
         for (i, c) in &compared {
             println!("  watches {}", r.text(i));
             println!("    built from: {}", c.built_from.as_deref().unwrap_or("(no record)"));

@@ -98,6 +98,9 @@ pub fn report_json(report: &CycleReport) -> Value {
         .iter()
         .map(|(name, d)| {
             let mut b = json!({"name": name, "status": build_status(report, name), "reason": decision_json(d, r)});
+            if let Some(builder) = report.builders.get(name) {
+                b["builder"] = builder.to_string().into();
+            }
             let outcome = report.outcomes.get(name);
             if let Some(s) = outcome.and_then(Outcome::seconds) {
                 b["seconds"] = s.into();
@@ -145,6 +148,9 @@ pub fn print_report(report: &CycleReport, json: bool) {
     }
     for (name, d) in &report.decisions {
         let mut line = format!("{name}: {}", build_status(report, name).replace('_', " "));
+        if let (Some(builder), true) = (report.builders.get(name), report.outcomes.contains_key(name)) {
+            line.push_str(&format!(" with {builder}"));
+        }
         let outcome = report.outcomes.get(name);
         if let Some(s) = outcome.and_then(Outcome::seconds) {
             line.push_str(&format!(" in {s:.1}s"));
@@ -169,11 +175,12 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
             match &b.error {
                 Some(e) => println!("{}: ERROR {}", b.name, crate::config::terminal_text(e)),
                 None => println!(
-                    "{}: base {}{}{}",
+                    "{}: base {}{}{}, builder {}",
                     b.name,
                     b.base.as_deref().unwrap_or("scratch"),
                     if b.pinned { " (pinned)" } else { "" },
-                    if b.parents.is_empty() { String::new() } else { format!(" [after {}]", b.parents.join(", ")) }
+                    if b.parents.is_empty() { String::new() } else { format!(" [after {}]", b.parents.join(", ")) },
+                    b.builder
                 ),
             }
             for (what, list) in [("watches", &b.watched), ("pinned, never checked", &b.pinned_images), ("ignored", &b.ignored_images)] {

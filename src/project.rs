@@ -166,6 +166,9 @@ pub struct PlanEntry {
     pub pinned_images: Vec<String>,
     /// Images left unwatched by a `# freshen:ignore` comment.
     pub ignored_images: Vec<String>,
+    /// The builder asked for (`auto`, `buildkit` or `classic`): `plan` does not
+    /// ask the engine, so `auto` stays `auto` here; `explain` and the cycle report name the one used.
+    pub builder: String,
     /// The per-build error, if any.
     pub error: Option<String>,
 }
@@ -203,6 +206,7 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
                 watched: list(&mut a.images()),
                 pinned_images: list(&mut a.pinned.iter()),
                 ignored_images: list(&mut a.ignored.iter()),
+                builder: a.build.builder.to_string(),
                 error: a.resolution.as_ref().err().map(|e| redactor.redact(&e.to_string())),
             }
         })

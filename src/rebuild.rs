@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::engine::{BuildRequest, Engine, ImageInfo};
+use crate::engine::{BuildRequest, Builder, Engine, ImageInfo};
 use crate::error::BuildError;
 use crate::input::Input;
 use crate::plan::{Compared, Current};
@@ -21,7 +21,7 @@ pub const LABEL_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const LABEL_BUILT_FROM: &str = "io.freshen.built-from";
 
 /// What every build of a cycle shares.
-pub struct Builder {
+pub struct Rebuild {
     /// Pulls, inspects and builds.
     pub engine: Arc<dyn Engine>,
     /// Each build's config and resolution.
@@ -41,7 +41,7 @@ pub fn labels_record(info: &ImageInfo) -> Option<BTreeMap<Input, String>> {
     Some([(Input::Image(name), info.labels.get(LABEL_BASE_DIGEST)?.clone())].into())
 }
 
-impl Builder {
+impl Rebuild {
     /// Pulls what changed, builds `name` with freshen's labels, and returns the
     /// record of what it was built from. `compared` is the plan's view of the
     /// build's inputs, whose current digests are the ones recorded.
@@ -80,6 +80,8 @@ impl Builder {
             redactor: b.redactor(),
             timeout: self.timeout,
             idle_timeout: self.idle_timeout,
+            builder: Builder::choose(b.builder, self.engine.has_buildkit()),
+            images: built_from.keys().filter_map(Input::image).chain(&a.pinned).cloned().collect(),
         };
         tracing::info!(event = "build_started", build = %name, "building");
         let id = self.engine.build(&request).await.map_err(BuildError::Engine)?;

@@ -70,6 +70,7 @@ impl World {
                 additional_images: Vec::new(),
                 exclude_images: Vec::new(),
                 watch_stages: WatchStages::Final,
+                builder: freshen::config::BuilderChoice::Auto,
                 secrets: Vec::new(),
             };
             config_builds.insert(name.to_string(), build);
@@ -90,6 +91,7 @@ impl World {
             settle: Duration::ZERO,
             rate_limit_reserve: 10,
             watch_stages: WatchStages::Final,
+            builder: freshen::config::BuilderChoice::Auto,
             warnings: Vec::new(),
         };
         let config = Config { path: dir.path().join("config.json"), options, builds: config_builds, registries: Default::default() };

@@ -5,11 +5,14 @@
 //! which names the file and a JSON pointer or line, and which the CLI turns into
 //! exit code 2.
 
+mod options;
 pub mod schema;
+
+use options::{builder, resolve_options, watch_stages};
+pub use options::{BuilderChoice, LogFormat, Options};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -81,50 +84,6 @@ pub fn terminal_text(text: &str) -> String {
     text.split('\n').map(escape_control).collect::<Vec<_>>().join("\n  ")
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Global options, with defaults filled in.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// How long a change may wait before freshen polls for it (`options.interval`, default 5 minutes).
-    pub interval: Duration,
-    /// Builds at once (default 1): bounds the load on the engine.
-    pub parallelism: usize,
-    /// Registry checks at once (default 8): fast cycles without flooding a registry.
-    pub check_concurrency: usize,
-    /// How long one registry request may take (default 20 s), so a dead registry cannot stall a cycle.
-    pub registry_timeout: Duration,
-    /// How long running builds may finish after a stop signal (default 30 s).
-    pub shutdown_grace: Duration,
-    /// Longest one build may take (default 2 h), so a stalled engine cannot stop every later cycle.
-    pub build_timeout: Duration,
-    /// Longest a build may go without output from the engine (default 30 min): a stream that stopped.
-    pub build_idle_timeout: Duration,
-    /// Where the digests seen and the builds' records survive restarts (absolute).
-    pub state_file: PathBuf,
-    /// How much to log: a tracing filter directive (`info`, `debug`, …).
-    pub log_level: String,
-    /// Text for people, JSON for log collectors and the tests.
-    pub log_format: LogFormat,
-    /// Rebuild everything in the first cycle, for users who want a known-fresh start.
-    pub rebuild_on_start: bool,
-    /// How long a new digest must stay before builds start (default 0), so a burst of pushes makes one rebuild.
-    pub settle: Duration,
-    /// Requests left under which a registry is checked less often (default 10), so its quota is never used up.
-    pub rate_limit_reserve: u64,
-    /// Which stages' images are watched, for builds that do not say.
-    pub watch_stages: WatchStages,
-    /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
-    pub warnings: Vec<String>,
-}
-
 /// One build, with paths made absolute and references parsed.
 #[derive(Debug, Clone)]
 pub struct Build {
@@ -152,6 +111,8 @@ pub struct Build {
     pub exclude_images: Vec<ImageRef>,
     /// Which stages' images are watched: the final stage's base, or every stage the target needs.
     pub watch_stages: WatchStages,
+    /// The builder asked for: BuildKit for `RUN --mount` Dockerfiles, classic for engines without it.
+    pub builder: BuilderChoice,
     /// Values of the build args named in `secret_build_args` (the build's and
     /// the options'), to be replaced by `***` wherever freshen prints text.
     pub secrets: Vec<String>,
@@ -261,6 +222,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     for (name, b) in raw["builds"].as_object().into_iter().flatten() {
         if let Some(mut build) = resolve_build(name, b, &base_dir, &mut v) {
             build.watch_stages = watch_stages(b).unwrap_or(options.watch_stages);
+            build.builder = builder(b).unwrap_or(options.builder);
             let names = [&raw["options"]["secret_build_args"], &b["secret_build_args"]];
             build.secrets = names
                 .iter()
@@ -282,117 +244,6 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
 fn violation(v: &mut Vec<Violation>, pointer: String, message: String) {
     v.push(Violation { pointer, message });
-}
-
-/// The bounds of each duration option: (least, most). Below the least, a value makes
-/// no sense (an `interval` of 1 ns runs cycles back to back); above the most, it
-/// would overflow a clock or mean "never" (`shutdown_grace: "300000000000y"`).
-fn duration_bounds(key: &str) -> (Duration, Duration) {
-    const DAY: u64 = 24 * 3600;
-    match key {
-        "interval" => (Duration::from_secs(1), Duration::from_secs(30 * DAY)),
-        "registry_timeout" => (Duration::from_secs(1), Duration::from_secs(3600)),
-        "shutdown_grace" => (Duration::ZERO, Duration::from_secs(DAY)),
-        "build_timeout" | "build_idle_timeout" => (Duration::from_secs(1), Duration::from_secs(7 * DAY)),
-        _ => (Duration::ZERO, Duration::from_secs(30 * DAY)),
-    }
-}
-
-fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -> Duration {
-    let d = match raw.get(key) {
-        None => return default,
-        Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(u64::MAX)),
-        Some(Value::String(s)) => match humantime::parse_duration(s) {
-            Ok(d) => d,
-            Err(e) => {
-                violation(v, format!("/options/{key}"), format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\""));
-                return default;
-            }
-        },
-        Some(_) => return default,
-    };
-    let (least, most) = duration_bounds(key);
-    if d < least || d > most {
-        let (least, most) = (humantime::format_duration(least), humantime::format_duration(most));
-        violation(v, format!("/options/{key}"), format!("{key} must be from {least} to {most}, not {}", humantime::format_duration(d)));
-        return default;
-    }
-    d
-}
-
-/// The state file beside the config `path` when `state_file` is not given:
-/// `<config stem>.state.json`, so two configs in one folder never share one; an
-/// existing `freshen-state.json` (the default before) is kept while the new one does not exist.
-fn default_state_file(path: &Path) -> PathBuf {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let stem = path.file_stem().map_or_else(|| "freshen".into(), |s| s.to_string_lossy().into_owned());
-    let new = dir.join(format!("{stem}.state.json"));
-    let old = dir.join("freshen-state.json");
-    if !new.exists() && old.is_file() {
-        return old;
-    }
-    new
-}
-
-fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) -> Options {
-    let base_dir = path.parent().unwrap_or(Path::new("/"));
-    let mut warnings = Vec::new();
-    let level = raw.get("log_level").or_else(|| raw.get("log-level"));
-    let log_level = match level {
-        Some(Value::Number(n)) => match n.as_u64().unwrap_or(20) {
-            0..=9 => "trace",
-            10..=19 => "debug",
-            20..=29 => "info",
-            30..=39 => "warn",
-            _ => "error",
-        }
-        .to_string(),
-        Some(Value::String(s)) => match s.to_lowercase().as_str() {
-            "warning" => "warn".to_string(),
-            "critical" => "error".to_string(),
-            other => other.to_string(),
-        },
-        _ => "info".to_string(),
-    };
-    if raw.get("log-format").is_some() {
-        warnings.push("options.log-format (a Python logging format) is ignored; use options.log_format: \"text\" or \"json\"".into());
-    }
-    let log_format = match raw.get("log_format").and_then(Value::as_str) {
-        Some("json") => LogFormat::Json,
-        _ => LogFormat::Text,
-    };
-    let state_file = match raw.get("state_file").and_then(Value::as_str) {
-        Some(p) => base_dir.join(p),
-        None => match std::env::var_os("STATE_DIRECTORY") {
-            // systemd's StateDirectory= may list several folders separated by ':'; the first is ours.
-            Some(dir) => PathBuf::from(dir.to_string_lossy().split(':').next().unwrap_or("")).join("state.json"),
-            None => default_state_file(path),
-        },
-    };
-    Options {
-        interval: duration(raw, "interval", Duration::from_secs(300), v),
-        parallelism: raw.get("parallelism").and_then(Value::as_u64).unwrap_or(1) as usize,
-        check_concurrency: raw.get("check_concurrency").and_then(Value::as_u64).unwrap_or(8) as usize,
-        registry_timeout: duration(raw, "registry_timeout", Duration::from_secs(20), v),
-        shutdown_grace: duration(raw, "shutdown_grace", Duration::from_secs(30), v),
-        build_timeout: duration(raw, "build_timeout", Duration::from_secs(2 * 3600), v),
-        build_idle_timeout: duration(raw, "build_idle_timeout", Duration::from_secs(30 * 60), v),
-        state_file,
-        log_level,
-        log_format,
-        rebuild_on_start: raw.get("rebuild_on_start").and_then(Value::as_bool).unwrap_or(false),
-        watch_stages: watch_stages(raw).unwrap_or_default(),
-        settle: duration(raw, "settle", Duration::ZERO, v),
-        rate_limit_reserve: raw.get("rate_limit_reserve").and_then(Value::as_u64).unwrap_or(10),
-        warnings,
-    }
-}
-
-fn watch_stages(raw: &Value) -> Option<WatchStages> {
-    match raw.get("watch_stages").and_then(Value::as_str)? {
-        "all" => Some(WatchStages::All),
-        _ => Some(WatchStages::Final),
-    }
 }
 
 fn string_map(raw: &Value) -> HashMap<String, String> {
@@ -472,6 +323,7 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         additional_images,
         exclude_images,
         watch_stages: WatchStages::Final,
+        builder: BuilderChoice::Auto,
         secrets: Vec::new(),
     })
 }

@@ -109,14 +109,22 @@ const MAX_DOCKERIGNORE_BYTES: u64 = 16 * 1024 * 1024;
 /// Writes the build context of `context` to a temporary file as a tar archive.
 ///
 /// Returns the file (rewound) and the Dockerfile's name inside the archive.
-/// When `dockerfile` lies outside `context`, it is added as
-/// [`INJECTED_DOCKERFILE`] and listed in the archived `.dockerignore`, so the
-/// engine drops it before the build sees the context (moby: `removeDockerfile`).
+/// When `dockerfile` lies outside `context`, it is added as [`INJECTED_DOCKERFILE`].
+///
+/// `engine_reads_dockerignore` is true for the classic builder, which reads the
+/// archived `.dockerignore` and drops the files it lists, the Dockerfile and
+/// `.dockerignore` included (moby: `removeDockerfile`): the injected Dockerfile
+/// is listed there, so the build never sees it. BuildKit does not read the
+/// `.dockerignore` of an uploaded context (moby's builder-next unpacks the tar
+/// as it is), so for it `.dockerignore` is sent only when it does not exclude
+/// itself, and an injected Dockerfile stays visible to `COPY .`: without a
+/// session that serves the Dockerfile on its own, as the docker CLI's does, the
+/// archive is the only way in.
 ///
 /// # Errors
 /// [`EngineError::Context`] naming the file when a file cannot be read, or the
 /// `.dockerignore` line when a pattern is invalid.
-pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, String), EngineError> {
+pub fn archive(context: &Path, dockerfile: &Path, engine_reads_dockerignore: bool) -> Result<(std::fs::File, String), EngineError> {
     let cerr = |path: &Path, message: String| EngineError::Context { path: path.to_path_buf(), message };
     let ignore_path = context.join(".dockerignore");
     let ignore_text = match crate::files::read_regular(&ignore_path, MAX_DOCKERIGNORE_BYTES, "a .dockerignore") {
@@ -133,7 +141,7 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
     while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| cerr(e.path().unwrap_or(context), with_hint(e.to_string(), e.io_error().map(|io| io.kind()))))?;
         let rel = entry.path().strip_prefix(context).expect("walkdir stays under its root").to_string_lossy().replace('\\', "/");
-        let always = rel == ".dockerignore" || inside.as_deref() == Some(rel.as_str());
+        let always = (engine_reads_dockerignore && rel == ".dockerignore") || inside.as_deref() == Some(rel.as_str());
         if entry.file_type().is_dir() && ignore.prune(&rel) {
             walker.skip_current_dir();
             continue;
@@ -141,7 +149,7 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
         if !always && ignore.excluded(&rel) {
             continue;
         }
-        if inside.is_none() && rel == ".dockerignore" {
+        if engine_reads_dockerignore && inside.is_none() && rel == ".dockerignore" {
             continue; // written below with the injected Dockerfile listed
         }
         // The name goes in byte for byte (`a\xff` and `a\xfe` stay two files), as `docker build` sends it.
@@ -162,8 +170,10 @@ pub fn archive(context: &Path, dockerfile: &Path) -> Result<(std::fs::File, Stri
             let text = crate::files::read_regular(dockerfile, crate::project::MAX_DOCKERFILE_BYTES, "a Dockerfile")
                 .map_err(|e| cerr(dockerfile, e.to_string()))?;
             append_bytes(&mut tar, INJECTED_DOCKERFILE, &text).map_err(|e| cerr(dockerfile, e.to_string()))?;
-            let ignore = format!("{ignore_text}\n{INJECTED_DOCKERFILE}\n.dockerignore\n");
-            append_bytes(&mut tar, ".dockerignore", ignore.as_bytes()).map_err(|e| cerr(&ignore_path, e.to_string()))?;
+            if engine_reads_dockerignore {
+                let ignore = format!("{ignore_text}\n{INJECTED_DOCKERFILE}\n.dockerignore\n");
+                append_bytes(&mut tar, ".dockerignore", ignore.as_bytes()).map_err(|e| cerr(&ignore_path, e.to_string()))?;
+            }
             INJECTED_DOCKERFILE.to_string()
         }
     };

@@ -5,23 +5,103 @@ use std::collections::{HashMap, VecDeque};
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{BuildImageOptions, CreateImageOptions, RemoveImageOptions, TagImageOptions};
+use bollard::models::{BuildInfoAux, ImageId};
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion, CreateImageOptions, RemoveImageOptions, TagImageOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
 use super::lines::Lines;
-use super::{context, BuildRequest, Engine, EngineError, ImageInfo};
+use super::progress::{Line, Progress};
+use super::{context, BuildRequest, Builder, Engine, EngineError, ImageInfo};
 use crate::credentials::{self, Credential, Registries};
 use crate::reference::ImageRef;
 
 /// Lines of build output kept for the error report.
 const TAIL_LINES: usize = 30;
 
+/// A BuildKit session ID no other build of this engine uses: the process ID,
+/// the time and a counter.
+fn session_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("freshen-{}-{nanos}-{n}", std::process::id())
+}
+
+/// One build's output: classic stream text or BuildKit progress, made into
+/// whole lines, logged (steps at info, the rest at debug, secrets redacted)
+/// and kept as the tail an error quotes.
+struct Output<'a> {
+    request: &'a BuildRequest,
+    lines: Lines,
+    progress: Progress,
+    tail: VecDeque<String>,
+}
+
+impl<'a> Output<'a> {
+    fn new(request: &'a BuildRequest) -> Self {
+        Output { request, lines: Lines::default(), progress: Progress::default(), tail: VecDeque::with_capacity(TAIL_LINES) }
+    }
+
+    fn classic(&mut self, text: &str) {
+        for line in self.lines.push(text) {
+            let step = line.starts_with("Step ");
+            self.keep(if step { Line::Step(line) } else { Line::Output(line) });
+        }
+    }
+
+    fn buildkit(&mut self, status: &bollard::moby::buildkit::v1::StatusResponse) {
+        for line in self.progress.push(status) {
+            self.keep(line);
+        }
+    }
+
+    fn finish(&mut self) {
+        let last = self.lines.finish().map(Line::Output).into_iter().chain(self.progress.finish());
+        for line in last.collect::<Vec<_>>() {
+            self.keep(line);
+        }
+    }
+
+    fn keep(&mut self, line: Line) {
+        let (Line::Step(text) | Line::Output(text)) = &line;
+        if text.trim().is_empty() {
+            return;
+        }
+        let (name, shown) = (&self.request.name, self.request.redactor.redact(text));
+        match line {
+            Line::Step(_) => tracing::info!(event = "build_step", build = %name, "{shown}"),
+            Line::Output(_) => tracing::debug!(event = "build_output", build = %name, "{shown}"),
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        let (Line::Step(text) | Line::Output(text)) = line;
+        self.tail.push_back(text);
+    }
+
+    fn tail(&mut self) -> String {
+        self.finish();
+        Vec::from(self.tail.clone()).join("\n")
+    }
+
+    /// The build's failure, with the tail; under the classic builder, a
+    /// Dockerfile that needs BuildKit says how to get it.
+    fn failed(&mut self, mut message: String) -> EngineError {
+        if self.request.builder == Builder::Classic && message.contains("requires BuildKit") {
+            message.push_str("; this build uses the classic builder: set \"builder\": \"buildkit\" (or \"auto\") for it");
+        }
+        EngineError::Build { message, tail: self.tail() }
+    }
+}
+
 /// The Docker engine, reached through bollard.
 #[derive(Debug, Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    /// Whether the engine runs BuildKit builds ([`Engine::has_buildkit`]), asked once at connect.
+    buildkit: bool,
     /// Per-registry credentials from the config, tried before the Docker CLI's.
     registries: Registries,
 }
@@ -67,7 +147,14 @@ impl DockerEngine {
             Docker::connect_with_defaults()
         };
         let docker = docker.map_err(unreachable)?.negotiate_version().await.map_err(unreachable)?;
-        Ok(DockerEngine { docker, registries })
+        let version = docker.version().await.map_err(unreachable)?;
+        let api = version
+            .api_version
+            .as_deref()
+            .and_then(|v| v.split_once('.'))
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+        let buildkit = version.os.as_deref() == Some("linux") && api.is_some_and(|v| v >= (1, 39));
+        Ok(DockerEngine { docker, buildkit, registries })
     }
 }
 
@@ -124,6 +211,10 @@ impl DockerEngine {
 
 #[async_trait]
 impl Engine for DockerEngine {
+    fn has_buildkit(&self) -> bool {
+        self.buildkit
+    }
+
     async fn platform(&self) -> Result<String, EngineError> {
         let v = self.docker.version().await.map_err(map_err)?;
         Ok(format!("{}/{}", v.os.unwrap_or_else(|| "linux".into()), v.arch.unwrap_or_else(|| "amd64".into())))
@@ -160,7 +251,8 @@ impl Engine for DockerEngine {
 
     async fn build(&self, request: &BuildRequest) -> Result<String, EngineError> {
         let (ctx, dir, df) = (request.context.clone(), request.context.clone(), request.dockerfile.clone());
-        let (file, dockerfile_name) = tokio::task::spawn_blocking(move || context::archive(&ctx, &df))
+        let classic = request.builder == Builder::Classic;
+        let (file, dockerfile_name) = tokio::task::spawn_blocking(move || context::archive(&ctx, &df, classic))
             .await
             .map_err(|e| EngineError::Context { path: dir, message: e.to_string() })??;
         let body = bollard::body_try_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
@@ -169,6 +261,7 @@ impl Engine for DockerEngine {
         for tag in &request.tags {
             previous.push(self.inspect(tag.as_str()).await?.map(|i| i.id));
         }
+        let buildkit = request.builder == Builder::BuildKit;
         let options = BuildImageOptions {
             dockerfile: dockerfile_name,
             t: None,
@@ -179,23 +272,22 @@ impl Engine for DockerEngine {
             labels: Some(request.labels.clone()),
             target: request.target.clone().unwrap_or_default(),
             platform: request.platform.clone().unwrap_or_default(),
+            version: if buildkit { BuilderVersion::BuilderBuildKit } else { BuilderVersion::BuilderV1 },
+            // BuildKit asks the session for registry credentials; bollard serves them there.
+            session: buildkit.then(session_id),
             ..Default::default()
         };
-        let creds: HashMap<String, DockerCredentials> =
-            request.tags.iter().filter_map(|t| self.credentials_for(t.registry()).map(|c| (t.registry().to_string(), c))).collect();
+        // Classic: `X-Registry-Config` for every registry a tag or a base is on. BuildKit: the
+        // same map, served by the session's auth provider under the host BuildKit asks for.
+        let registries = request.tags.iter().chain(&request.images);
+        let creds: HashMap<String, DockerCredentials> = registries
+            .filter_map(|i| {
+                let key = if buildkit { i.api_host().to_string() } else { i.registry().to_string() };
+                self.credentials_for(i.registry()).map(|c| (key, c))
+            })
+            .collect();
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));
-        let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-        let mut lines = Lines::default();
-        let keep = |tail: &mut VecDeque<String>, line: String| {
-            if line.trim().is_empty() {
-                return;
-            }
-            tracing::debug!(event = "build_output", build = %request.name, "{}", request.redactor.redact(&line));
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        };
+        let mut out = Output::new(request);
         let mut image_id = None;
         // Deadlines: the whole build, and silence between two messages. Returning drops the
         // stream, which closes the connection: the engine then cancels the build.
@@ -209,37 +301,31 @@ impl Engine for DockerEngine {
                     let idle = tokio::time::Instant::now() < deadline;
                     let after = if idle { request.idle_timeout } else { request.timeout };
                     tracing::warn!(event = "build_timed_out", build = %request.name, idle, after = %humantime::format_duration(after), "build deadline passed; cancelling it on the engine");
-                    return Err(EngineError::TimedOut { after, idle, tail: Vec::from(tail).join("\n") });
+                    return Err(EngineError::TimedOut { after, idle, tail: out.tail() });
                 }
             };
             let info = match item {
                 Ok(i) => i,
-                Err(BollardError::DockerStreamError { error }) => {
-                    return Err(EngineError::Build { message: error, tail: Vec::from(tail).join("\n") });
-                }
+                Err(BollardError::DockerStreamError { error }) => return Err(out.failed(error)),
                 Err(e) => return Err(map_err(e)),
             };
-            for line in lines.push(info.stream.as_deref().unwrap_or_default()) {
-                keep(&mut tail, line);
-            }
+            out.classic(info.stream.as_deref().unwrap_or_default());
             if let Some(detail) = info.error_detail {
-                return Err(EngineError::Build { message: detail.message.unwrap_or_default(), tail: Vec::from(tail).join("\n") });
+                return Err(out.failed(detail.message.unwrap_or_default()));
             }
-            if let Some(id) = info.aux.and_then(|a| a.id) {
-                image_id = Some(id);
+            match info.aux {
+                Some(BuildInfoAux::BuildKit(status)) => out.buildkit(&status),
+                Some(BuildInfoAux::Default(ImageId { id: Some(id) })) => image_id = Some(id),
+                _ => {}
             }
         }
-        if let Some(line) = lines.finish() {
-            keep(&mut tail, line);
-        }
+        out.finish();
         // Engines that send no `aux` ID still print the classic builder's "Successfully built <id>".
-        let short = tail.iter().rev().find_map(|l| l.strip_prefix("Successfully built ")).map(|s| s.trim().to_string());
+        let short = out.tail.iter().rev().find_map(|l| l.strip_prefix("Successfully built ")).map(|s| s.trim().to_string());
         let id = match (image_id, short) {
             (Some(id), _) => id,
             (None, Some(short)) => self.inspect(&short).await?.map(|i| i.id).unwrap_or(short),
-            (None, None) => {
-                return Err(EngineError::Build { message: "the engine reported no image ID".into(), tail: Vec::from(tail).join("\n") })
-            }
+            (None, None) => return Err(out.failed("the engine reported no image ID".into())),
         };
         self.move_tags(&id, &request.tags, &previous).await?;
         Ok(id)

@@ -1,16 +1,18 @@
 //! The Docker engine, behind the small [`Engine`] trait. The bollard
-//! implementation ([`DockerEngine`]) is the only place bollard is imported.
+//! implementation ([`DockerEngine`]) and its BuildKit progress renderer are the
+//! only places bollard is imported.
 
 pub mod context;
 mod docker;
 mod lines;
+mod progress;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::config::Redactor;
+use crate::config::{BuilderChoice, Redactor};
 pub use crate::error::EngineError;
 use crate::reference::ImageRef;
 pub use docker::DockerEngine;
@@ -34,6 +36,40 @@ impl ImageInfo {
             let (n, d) = rd.split_once('@')?;
             let n = ImageRef::parse(n).ok()?;
             (n.name() == name).then(|| d.to_string())
+        })
+    }
+}
+
+/// The builder that runs a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    /// BuildKit: `POST /build?version=2` with a session that serves registry
+    /// credentials (moby's builder-next; BuildKit ignores `X-Registry-Config`).
+    BuildKit,
+    /// The classic builder: `POST /build`, credentials in `X-Registry-Config`.
+    Classic,
+}
+
+impl Builder {
+    /// The builder for `choice` on an engine that runs BuildKit builds
+    /// (`engine_has_buildkit`) or not: `auto` takes BuildKit where there is one,
+    /// as the docker CLI does since 23.0. An explicit choice is kept, so an
+    /// engine without BuildKit fails that build with the engine's own words.
+    pub fn choose(choice: BuilderChoice, engine_has_buildkit: bool) -> Builder {
+        match choice {
+            BuilderChoice::BuildKit => Builder::BuildKit,
+            BuilderChoice::Classic => Builder::Classic,
+            BuilderChoice::Auto if engine_has_buildkit => Builder::BuildKit,
+            BuilderChoice::Auto => Builder::Classic,
+        }
+    }
+}
+
+impl std::fmt::Display for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Builder::BuildKit => "buildkit",
+            Builder::Classic => "classic",
         })
     }
 }
@@ -65,6 +101,11 @@ pub struct BuildRequest {
     pub timeout: std::time::Duration,
     /// Longest the engine's stream may stay silent (`build_idle_timeout`).
     pub idle_timeout: std::time::Duration,
+    /// Which builder runs it ([`Builder::choose`]).
+    pub builder: Builder,
+    /// The registry images the build uses (its bases): their registries'
+    /// credentials go with the build, as `X-Registry-Config` or on the BuildKit session.
+    pub images: Vec<ImageRef>,
 }
 
 /// The engine operations freshen uses.
@@ -75,6 +116,10 @@ pub trait Engine: Send + Sync {
     /// # Errors
     /// [`EngineError::Unreachable`] when the engine does not answer.
     async fn platform(&self) -> Result<String, EngineError>;
+
+    /// Whether the engine runs BuildKit builds, as the docker CLI decides: a
+    /// Linux engine that speaks Engine API 1.39 or later.
+    fn has_buildkit(&self) -> bool;
 
     /// Inspects `reference` (a tag or ID); `Ok(None)` when the engine has no such image.
     ///

@@ -78,6 +78,10 @@ impl Engine for FakeEngine {
         Ok("linux/amd64".into())
     }
 
+    fn has_buildkit(&self) -> bool {
+        true
+    }
+
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
         let images = self.images.lock().unwrap();
         Ok(images.get(reference).cloned().or_else(|| images.values().find(|i| i.id == reference).cloned()))

@@ -413,3 +413,24 @@ pub fn one_build(env: &Env, options: Value, extra: Value) -> PathBuf {
     }
     env.config(options, json!({"app": build}))
 }
+
+/// Logs the docker CLI in to the test registry with a config of its own (the
+/// user's is untouched), then builds and pushes a base with it.
+pub fn login_and_push(env: &Env, docker_config: &std::path::Path, user: &str, password: &str, repo_tag: &str, version: &str) {
+    let login = Command::new("docker")
+        .env("DOCKER_CONFIG", docker_config)
+        .args(["login", "-u", user, "--password-stdin", &env.registry.addr])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(password.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(login.success());
+    env.build_base(repo_tag, version);
+    let push = Command::new("docker").env("DOCKER_CONFIG", docker_config).args(["push", "-q", &env.image(repo_tag)]).status().unwrap();
+    assert!(push.success());
+    docker(&["rmi", &env.image(repo_tag)]);
+}
