@@ -128,12 +128,21 @@ impl ImageRef {
     /// `::1`), which Docker reaches over plain HTTP by default (dockerd docs,
     /// "Insecure registries": 127.0.0.0/8 is insecure out of the box).
     pub fn is_loopback_registry(&self) -> bool {
-        let host = host_without_port(&self.registry);
-        if host == "localhost" {
-            return true;
-        }
-        host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        is_loopback_host(&self.registry)
     }
+
+    /// The API host ([`ImageRef::api_host`]) without its port or IPv6 brackets:
+    /// `registry-1.docker.io`, `127.0.0.1`, `::1`.
+    pub fn api_host_name(&self) -> &str {
+        host_without_port(self.api_host())
+    }
+}
+
+/// True when `host` (a host name or address, with or without `:port` and IPv6
+/// brackets) is `localhost` or a loopback address (127.0.0.0/8, `::1`).
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host_without_port(host);
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Placeholder registry used to parse references whose registry is an IPv6 literal.
@@ -226,5 +235,16 @@ mod tests {
         assert!(ImageRef::parse("127.1.2.3:5000/a").unwrap().is_loopback_registry());
         assert!(!ImageRef::parse("registry.example.com/a").unwrap().is_loopback_registry());
         assert_eq!(ImageRef::parse("alpine").unwrap().api_host(), "registry-1.docker.io");
+        for (host, loopback) in [
+            ("localhost:5000", true),
+            ("127.0.0.1", true),
+            ("[::1]:5000", true),
+            ("[::1]", true),
+            ("192.0.2.2:80", false),
+            ("registry.example.com", false),
+        ] {
+            assert_eq!(is_loopback_host(host), loopback, "{host}");
+        }
+        assert_eq!(ImageRef::parse("[::1]:5000/app:1").unwrap().api_host_name(), "::1");
     }
 }

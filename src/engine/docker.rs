@@ -65,25 +65,28 @@ impl<'a> Output<'a> {
     }
 
     fn keep(&mut self, line: Line) {
-        let (Line::Step(text) | Line::Output(text)) = &line;
+        let (step, text) = match line {
+            Line::Step(t) => (true, t),
+            Line::Output(t) => (false, t),
+        };
         if text.trim().is_empty() {
             return;
         }
-        let (name, shown) = (&self.request.name, self.request.redactor.redact(text));
-        match line {
-            Line::Step(_) => tracing::info!(event = "build_step", build = %name, "{shown}"),
-            Line::Output(_) => tracing::debug!(event = "build_output", build = %name, "{shown}"),
+        let (name, shown) = (&self.request.name, self.request.redactor.redact(&text));
+        if step {
+            tracing::info!(event = "build_step", build = %name, "{shown}");
+        } else {
+            tracing::debug!(event = "build_output", build = %name, "{shown}");
         }
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
-        let (Line::Step(text) | Line::Output(text)) = line;
         self.tail.push_back(text);
     }
 
     fn tail(&mut self) -> String {
         self.finish();
-        Vec::from(self.tail.clone()).join("\n")
+        self.tail.make_contiguous().join("\n")
     }
 
     /// The build's failure, with the tail; under the classic builder, a
@@ -102,6 +105,8 @@ pub struct DockerEngine {
     docker: Docker,
     /// Whether the engine runs BuildKit builds ([`Engine::has_buildkit`]), asked once at connect.
     buildkit: bool,
+    /// The engine's `os/arch` ([`Engine::platform`]), asked once at connect.
+    platform: String,
     /// Per-registry credentials from the config, tried before the Docker CLI's.
     registries: Registries,
 }
@@ -123,7 +128,8 @@ impl DockerEngine {
     /// else `/var/run/docker.sock`; with `DOCKER_TLS_VERIFY` set, TLS with
     /// `ca.pem`, `cert.pem` and `key.pem` from `DOCKER_CERT_PATH` (default
     /// `~/.docker`), as in the docker CLI's "Protect the Docker daemon socket".
-    /// Then negotiates the API version with the engine.
+    /// Then negotiates the API version with the engine, and reads its platform
+    /// and whether it runs BuildKit from one `GET /version`.
     ///
     /// # Errors
     /// [`EngineError::Unreachable`] when the engine does not answer.
@@ -154,7 +160,8 @@ impl DockerEngine {
             .and_then(|v| v.split_once('.'))
             .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
         let buildkit = version.os.as_deref() == Some("linux") && api.is_some_and(|v| v >= (1, 39));
-        Ok(DockerEngine { docker, buildkit, registries })
+        let platform = format!("{}/{}", version.os.unwrap_or_else(|| "linux".into()), version.arch.unwrap_or_else(|| "amd64".into()));
+        Ok(DockerEngine { docker, buildkit, platform, registries })
     }
 }
 
@@ -216,8 +223,7 @@ impl Engine for DockerEngine {
     }
 
     async fn platform(&self) -> Result<String, EngineError> {
-        let v = self.docker.version().await.map_err(map_err)?;
-        Ok(format!("{}/{}", v.os.unwrap_or_else(|| "linux".into()), v.arch.unwrap_or_else(|| "amd64".into())))
+        Ok(self.platform.clone())
     }
 
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {

@@ -193,10 +193,9 @@ impl HttpRegistry {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_string(),
         };
-        let registry_host = image.api_host().split(':').next().unwrap_or_default().to_string();
+        let registry_host = image.api_host_name();
         let insecure = |name: &str| self.registries.get(name).is_some_and(|r| r.insecure);
-        let plain_allowed = host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        let plain_allowed = crate::reference::is_loopback_host(url.host_str().unwrap_or_default())
             || insecure(&authority)
             || (host == registry_host && insecure(image.registry()));
         match url.scheme() {
