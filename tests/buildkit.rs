@@ -164,10 +164,7 @@ fn buildkit_pulls_a_private_stage_image_behind_htpasswd_with_the_session_s_crede
     if !engine_available() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let htpasswd = tmp.path().join("htpasswd");
-    std::fs::write(&htpasswd, format!("ci:{}\n", bcrypt::hash("s3cret-pw-bk", 5).unwrap())).unwrap();
-    let env = Env::new_with("bkbasic", &format!("auth: {{htpasswd: {{realm: freshen-test, path: {}}}}}\n", htpasswd.display()));
+    let (tmp, env) = htpasswd_env("bkbasic", "ci", "s3cret-pw-bk");
     let text = private_stage_build(&env, &tmp.path().join("docker"), "s3cret-pw-bk");
     assert!(!text.contains("s3cret-pw-bk"), "the password leaked");
 }

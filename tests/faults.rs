@@ -4,17 +4,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::proxy::{Fault, Proxy};
 use common::sockproxy::SocketProxy;
 use common::*;
 use serde_json::{json, Value};
-
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
-}
 
 fn state(env: &Env) -> Value {
     serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).expect("the state file parses")

@@ -166,10 +166,9 @@ fn a_fifo_config_on_sighup_is_refused_and_the_daemon_still_stops_on_sigterm() {
     assert!(wait_event(&log, "cycle_finished", &[], std::time::Duration::from_secs(60)));
     std::fs::remove_file(&config).unwrap();
     mkfifo(&config);
-    let signal = |s: &str| assert!(std::process::Command::new("kill").args([s, &child.id().to_string()]).status().unwrap().success());
-    signal("-HUP");
+    signal(&child, "-HUP");
     assert!(wait_event(&log, "config_refused", &[], std::time::Duration::from_secs(10)), "the reload is refused, not blocked on the FIFO");
-    signal("-TERM");
+    signal(&child, "-TERM");
     let stopped = wait_until(std::time::Duration::from_secs(10), || child.try_wait().unwrap().is_some());
     if !stopped {
         let _ = child.kill();
@@ -415,7 +414,7 @@ fn a_sighup_right_after_start_does_not_kill_the_daemon() {
     let log = env.dir.path().join("daemon.log");
     let mut child = spawn_daemon(&config, &log);
     std::thread::sleep(std::time::Duration::from_millis(10));
-    assert!(std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    signal(&child, "-HUP");
     let started = wait_event(&log, "cycle_finished", &[], std::time::Duration::from_secs(60));
     let alive = child.try_wait().unwrap().is_none();
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,29 +15,6 @@ use common::*;
 use serde_json::json;
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-/// One request's line and its `Authorization` header; None when the client is gone.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String)> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut authorization = String::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        if h.trim().is_empty() {
-            return Some((line.trim().to_string(), authorization));
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("authorization") {
-                authorization = v.trim().to_string();
-            }
-        }
-    }
-}
 
 /// A server whose every request is answered by `answer(request line, authorization, conn)`;
 /// `answer` returns false to close the connection.

@@ -8,10 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn signal(child: &std::process::Child, sig: &str) {
-    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
-}
-
 fn stop(mut child: std::process::Child) -> Option<i32> {
     signal(&child, "-TERM");
     child.wait().unwrap().code()

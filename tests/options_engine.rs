@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -54,7 +53,7 @@ fn shutdown_grace_bounds_the_wait_for_running_builds() {
     let mut child = spawn_daemon(&config, &log);
     assert!(wait_event(&log, "build_started", &[], Duration::from_secs(30)), "the build started");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    signal(&child, "-TERM");
     // The build needs 30 s more; a 1 s grace ends the wait long before.
     let exited = wait_until(Duration::from_secs(15), || child.try_wait().unwrap().is_some());
     if !exited {

@@ -221,10 +221,7 @@ fn a_registry_with_htpasswd_auth_is_checked_with_configured_credentials_that_nev
     if !engine_available() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let htpasswd = tmp.path().join("htpasswd");
-    std::fs::write(&htpasswd, format!("ci:{}\n", bcrypt::hash("s3cret-pw-xyz", 5).unwrap())).unwrap();
-    let env = Env::new_with("auth", &format!("auth: {{htpasswd: {{realm: freshen-test, path: {}}}}}\n", htpasswd.display()));
+    let (tmp, env) = htpasswd_env("auth", "ci", "s3cret-pw-xyz");
     let docker_config = tmp.path().join("docker");
     login_and_push(&env, &docker_config, "ci", "s3cret-pw-xyz", "base:1", "v1");
 

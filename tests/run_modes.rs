@@ -155,7 +155,7 @@ fn the_daemon_speaks_the_systemd_notify_protocol_and_reloads_on_sighup() {
     assert!(wait_event(&log, "config_refused", &[], Duration::from_secs(30)), "{}", std::fs::read_to_string(&log).unwrap());
     std::thread::sleep(Duration::from_millis(500));
     assert!(child.try_wait().unwrap().is_none(), "still running");
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let refused = log_events(&log).into_iter().find(|f| f["event"] == "config_refused").unwrap();
     assert!(refused["error"].as_str().unwrap().contains("unknown key \"nope\""), "the refusal says what is wrong: {refused}");

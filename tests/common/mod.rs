@@ -299,6 +299,11 @@ pub fn freshen_cmd(config: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// Sends `sig` (`-TERM`, `-HUP`, …) to `child` with kill(1); panics when it cannot.
+pub fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
 /// The freshen daemon with `-c config`, its log (debug) written to `log`, stdout discarded.
 pub fn spawn_daemon(config: &Path, log: &Path) -> std::process::Child {
     freshen_cmd(config, &[]).stderr(std::fs::File::create(log).unwrap()).stdout(std::process::Stdio::null()).spawn().unwrap()
@@ -433,4 +438,39 @@ pub fn login_and_push(env: &Env, docker_config: &std::path::Path, user: &str, pa
     let push = Command::new("docker").env("DOCKER_CONFIG", docker_config).args(["push", "-q", &env.image(repo_tag)]).status().unwrap();
     assert!(push.success());
     docker(&["rmi", &env.image(repo_tag)]);
+}
+
+/// Reads one HTTP/1.1 request head from `r`: its request line and its
+/// `Authorization` header (empty when absent); None when the client is gone.
+pub fn read_request(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, String)> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut authorization = String::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        if h.trim().is_empty() {
+            return Some((line.trim().to_string(), authorization));
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = v.trim().to_string();
+            }
+        }
+    }
+}
+
+/// An [`Env`] whose registry asks for basic auth: `user` with `password`, in an
+/// htpasswd file under the returned folder (keep it for the test's length).
+pub fn htpasswd_env(name: &str, user: &str, password: &str) -> (tempfile::TempDir, Env) {
+    let tmp = tempfile::tempdir().unwrap();
+    let htpasswd = tmp.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt::hash(password, 5).unwrap())).unwrap();
+    let env = Env::new_with(name, &format!("auth: {{htpasswd: {{realm: freshen-test, path: {}}}}}\n", htpasswd.display()));
+    (tmp, env)
 }

@@ -9,7 +9,7 @@
 //! `registry/auth/token` verifies an `x5c` chain. Only requests with the
 //! configured basic credentials get a token; others get 401.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -97,26 +97,13 @@ impl TokenServer {
 
 fn serve(client: TcpStream, signer: &Signer, shared: &Mutex<Shared>) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut authorization = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("authorization") {
-                authorization = Some(value.trim().to_string());
-            }
-        }
-    }
+    let Some((request_line, authorization)) = super::read_request(&mut reader) else { return Ok(()) };
     let target = request_line.split_whitespace().nth(1).unwrap_or("/");
     let url = reqwest::Url::parse(&format!("http://token{target}")).unwrap();
     let scopes: Vec<String> = url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()).collect();
     let service = url.query_pairs().find(|(k, _)| k == "service").map(|(_, v)| v.into_owned());
     let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", signer.user, signer.password)));
-    let granted = authorization.as_deref() == Some(expected.as_str());
+    let granted = authorization == expected;
     let mut client = client;
     let response = if granted {
         let token = sign(signer, &scopes);
