@@ -209,7 +209,23 @@ impl Env {
         )
         .unwrap();
         let image = self.image(repo_tag);
-        docker(&["build", "-q", "--label", &format!("freshen.test={}", self.prefix), "-t", &image, ctx.to_str().unwrap()]);
+        let label = format!("freshen.test={}", self.prefix);
+        let args = ["build", "-q", "--label", &label, "-t", &image, ctx.to_str().unwrap()];
+        // The classic builder's cache probe for a step on `FROM scratch` lists every parentless
+        // image in the store and then reads each; one removed in between by another test's
+        // cleanup fails the build with `unable to find image "sha256:…"` (moby 20.10,
+        // daemon/images/cache.go getLocalCachedImage). That race is the engine's, not this
+        // test's subject, so such a build is tried again.
+        for _ in 0..3 {
+            let out = Command::new("docker").args(args).output().unwrap();
+            if out.status.success() {
+                return;
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("unable to find image"), "docker {args:?} failed: {err}");
+            eprintln!("docker build lost a cache-probe race, trying again: {err}");
+        }
+        docker(&args);
     }
 
     /// Writes `text` to `rel` under the temp folder, creating folders.
