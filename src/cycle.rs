@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::buildlog::BuildLogs;
 use crate::check::Checker;
 use crate::config::Redactor;
 use crate::engine::{Builder, Engine};
@@ -45,6 +46,8 @@ pub struct CycleInput {
     pub build_timeout: Duration,
     /// Longest a build may go without output from the engine.
     pub build_idle_timeout: Duration,
+    /// Build logs kept per build (`keep_logs`), in `logs/` beside the state file.
+    pub keep_logs: usize,
     /// Rebuild everything (first cycle with `rebuild_on_start`).
     pub rebuild_all: bool,
     /// Check and plan only.
@@ -85,6 +88,8 @@ pub struct CycleReport {
     pub redactor: Redactor,
     /// The builder each build runs with (its `builder` on this engine), reported beside its decision.
     pub builders: BTreeMap<String, Builder>,
+    /// The saved log of each build that ran (`logs/<build>/<time>.log`), named in the report.
+    pub logs: BTreeMap<String, std::path::PathBuf>,
 }
 
 impl CycleReport {
@@ -149,6 +154,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         }
     }
     let mut outcomes = BTreeMap::new();
+    let mut logs = BTreeMap::new();
     if !input.dry_run && !plan.order.is_empty() {
         let in_order = |p: &&str| plan.order.iter().any(|o| o == p);
         let parents: HashMap<String, Vec<String>> = plan
@@ -161,6 +167,8 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             project: input.project.clone(),
             timeout: input.build_timeout,
             idle_timeout: input.build_idle_timeout,
+            logs: BuildLogs::beside(&input.state_path, input.keep_logs),
+            written: Default::default(),
         });
         let compared = Arc::new(plan.compared.clone());
         let run = |name: String| {
@@ -168,7 +176,8 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             async move { builder.build(&name, &compared[&name]).await }
         };
         let done = |name: &str, outcome: &Outcome, record: Option<state::BuildRecord>| {
-            log_finished(name, outcome, &redactor);
+            let log = builder.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
+            log_finished(name, outcome, log.as_deref(), &redactor);
             if let Some(record) = record {
                 state.builds.insert(name.to_string(), record);
                 if let Err(e) = save(input, state) {
@@ -177,6 +186,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             }
         };
         outcomes = executor::execute(&plan.order, &parents, input.parallelism, &input.cancel, input.shutdown_grace, run, done).await;
+        logs = std::mem::take(&mut *builder.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
     CycleReport {
         checks: checks.inputs,
@@ -188,6 +198,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         recheck_at: plan.recheck_at,
         redactor,
         builders: project.builds.iter().map(|(n, a)| (n.clone(), Builder::choose(a.build.builder, input.engine.has_buildkit()))).collect(),
+        logs,
     }
 }
 
@@ -213,16 +224,18 @@ fn log_checks(checks: &BTreeMap<Input, Check>, redactor: &Redactor) {
     }
 }
 
-/// Logs `event=build_finished` for `name`, with its status, and its seconds and error where it ran.
-fn log_finished(name: &str, outcome: &Outcome, redactor: &Redactor) {
+/// Logs `event=build_finished` for `name`, with its status, and its seconds,
+/// error and saved log where it ran.
+fn log_finished(name: &str, outcome: &Outcome, log: Option<&std::path::Path>, redactor: &Redactor) {
     let status = outcome.status();
+    let log = log.map_or_else(String::new, |p| p.display().to_string());
     match outcome {
         Outcome::Built { seconds } => {
-            tracing::info!(event = "build_finished", build = %name, status, seconds = %format!("{seconds:.2}"), "{outcome}")
+            tracing::info!(event = "build_finished", build = %name, status, seconds = %format!("{seconds:.2}"), %log, "{outcome}")
         }
         Outcome::Failed { error, seconds } => {
             let (kind, error) = (error.kind(), redactor.show(error));
-            tracing::warn!(event = "build_finished", build = %name, status, kind, seconds = %format!("{seconds:.2}"), %error, "build failed")
+            tracing::warn!(event = "build_finished", build = %name, status, kind, seconds = %format!("{seconds:.2}"), %error, %log, "build failed")
         }
         _ => tracing::warn!(event = "build_finished", build = %name, status, "{outcome}"),
     }

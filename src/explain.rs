@@ -36,6 +36,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         shutdown_grace: opts.shutdown_grace,
         build_timeout: opts.build_timeout,
         build_idle_timeout: opts.build_idle_timeout,
+        keep_logs: opts.keep_logs,
         rebuild_all: false,
         dry_run: true,
         persist: false,

@@ -30,7 +30,8 @@
 //!
 //! Composition:
 //! - `check`: a cycle's checks: each watched input once → [`input::Check`]s.
-//! - `rebuild`: one build: pull, build with labels → its [`state::BuildRecord`].
+//! - `rebuild`: one build: pull, build with labels → its [`state::BuildRecord`];
+//!   `buildlog`: its saved log, `logs/<build>/<time>.log` beside the state file.
 //!   A new post-build step (push, test gate) goes here.
 //! - [`executor`]: runs a plan's builds: ordering, parallelism, failure propagation.
 //! - [`cycle`]: one cycle: check → plan → execute; the one owner of state while it runs.
@@ -47,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+mod buildlog;
 mod check;
 pub mod cli;
 pub mod config;

@@ -108,6 +108,9 @@ pub fn report_json(report: &CycleReport) -> Value {
             if let Some(Outcome::Failed { error, .. }) = outcome {
                 b["error"] = r.show(error).into();
             }
+            if let Some(log) = report.logs.get(name) {
+                b["log"] = log.display().to_string().into();
+            }
             b
         })
         .collect();
@@ -160,6 +163,9 @@ pub fn print_report(report: &CycleReport, json: bool) {
         }
         if let Some(Outcome::Failed { error, .. }) = outcome {
             line.push_str(&format!("\n  {}", r.text(error)));
+            if let Some(log) = report.logs.get(name) {
+                line.push_str(&format!("\n  full build log: {}", crate::config::terminal_text(&log.display().to_string())));
+            }
         }
         println!("{line}");
     }

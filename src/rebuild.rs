@@ -3,8 +3,10 @@
 //! It never touches state: the cycle records and saves what the build returns.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
+use crate::buildlog::{self, BuildLogs};
 use crate::engine::{BuildRequest, Builder, Engine, ImageInfo};
 use crate::error::BuildError;
 use crate::input::Input;
@@ -30,6 +32,10 @@ pub struct Rebuild {
     pub timeout: std::time::Duration,
     /// `build_idle_timeout`, passed to the engine with each build.
     pub idle_timeout: std::time::Duration,
+    /// Where each build's log is saved, and how many are kept.
+    pub logs: BuildLogs,
+    /// The log each build of the cycle wrote, for the report.
+    pub written: Mutex<BTreeMap<String, PathBuf>>,
 }
 
 /// Re-seeds a `built_from` map from an image's labels, when freshen built it.
@@ -49,7 +55,40 @@ impl Rebuild {
     /// # Errors
     /// [`BuildError`]: a watched image could not be inspected or pulled, a parent's
     /// image is missing, or the engine's build failed (with its output's last lines).
+    ///
+    /// The build's log is saved first ([`BuildLogs::start`]): the engine's
+    /// output goes into it, then the result; its path is kept in `written`.
     pub async fn build(&self, name: &str, compared: &BTreeMap<Input, Compared>) -> Result<BuildRecord, BuildError> {
+        let b = &self.project.builds[name].build;
+        let builder = Builder::choose(b.builder, self.engine.has_buildkit());
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let header = format!("# freshen {}: build {name} with the {builder} builder, started {now}\n", env!("CARGO_PKG_VERSION"));
+        let log = self.logs.start(name, &header).unwrap_or_else(|e| {
+            let folder = self.logs.folder(name);
+            tracing::warn!(event = "build_log_failed", build = %name, path = %folder.display(), error = %e, "could not start the build log; building without one");
+            None
+        });
+        if let Some(path) = &log {
+            self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_string(), path.clone());
+        }
+        let result = self.build_logged(name, compared, builder, log.clone()).await;
+        if let Some(path) = &log {
+            let end = match &result {
+                Ok(r) => format!("# built image {}\n", r.image_id.as_deref().unwrap_or("")),
+                Err(e) => format!("# failed ({}): {}\n", e.kind(), b.redactor().show(e)),
+            };
+            buildlog::append(path, &end);
+        }
+        result
+    }
+
+    async fn build_logged(
+        &self,
+        name: &str,
+        compared: &BTreeMap<Input, Compared>,
+        builder: Builder,
+        log: Option<PathBuf>,
+    ) -> Result<BuildRecord, BuildError> {
         let a = &self.project.builds[name];
         let b = &a.build;
         let mut built_from = BTreeMap::new();
@@ -80,8 +119,10 @@ impl Rebuild {
             redactor: b.redactor(),
             timeout: self.timeout,
             idle_timeout: self.idle_timeout,
-            builder: Builder::choose(b.builder, self.engine.has_buildkit()),
+            builder,
+            secrets: b.build_secrets.clone(),
             images: built_from.keys().filter_map(Input::image).chain(&a.pinned).cloned().collect(),
+            log,
         };
         tracing::info!(event = "build_started", build = %name, "building");
         let id = self.engine.build(&request).await.map_err(BuildError::Engine)?;

@@ -188,6 +188,7 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
             shutdown_grace: opts.shutdown_grace,
             build_timeout: opts.build_timeout,
             build_idle_timeout: opts.build_idle_timeout,
+            keep_logs: opts.keep_logs,
             rebuild_all: first && opts.rebuild_on_start,
             dry_run: l.mode.dry_run,
             persist: true,

@@ -256,7 +256,14 @@ fn secret_build_args_never_appear_in_logs_errors_state_or_plan() {
     let report: Value = serde_json::from_slice(&once.stdout).unwrap();
     assert!(report["outcomes"]["bad"]["error"].as_str().unwrap().contains("failing with ***"), "{}", report["outcomes"]["bad"]);
     let plan = env.freshen(&["plan", "--format", "json"]);
-    let everything = [once.stdout, once.stderr, plan.stdout, plan.stderr, std::fs::read(env.state_path()).unwrap()].concat();
+    let saved: Vec<u8> = walkdir::WalkDir::new(env.dir.path().join("logs"))
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .flat_map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert!(String::from_utf8_lossy(&saved).contains("failing with ***"), "the saved build logs are redacted");
+    let everything = [once.stdout, once.stderr, plan.stdout, plan.stderr, std::fs::read(env.state_path()).unwrap(), saved].concat();
     assert!(!String::from_utf8_lossy(&everything).contains(secret), "the secret leaked");
     assert!(String::from_utf8_lossy(&everything).contains("using ***"), "build output is logged, redacted");
 }

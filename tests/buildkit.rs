@@ -8,11 +8,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// The `builds` entry of the JSON report for `name`.
-fn build_of<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["builds"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap()
-}
-
 /// A RUN step with a cache mount of this test's own (the `id`: the engine keeps cache mounts across builds).
 fn cache_mount(env: &Env) -> String {
     format!("RUN --mount=type=cache,id={},target=/cache sh -c 'echo cache holds $(ls /cache | wc -l) files; touch /cache/run-$(ls /cache | wc -l)'", env.prefix)

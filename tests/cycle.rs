@@ -72,6 +72,7 @@ impl World {
                 watch_stages: WatchStages::Final,
                 builder: freshen::config::BuilderChoice::Auto,
                 secrets: Vec::new(),
+                build_secrets: Default::default(),
             };
             config_builds.insert(name.to_string(), build);
             texts.insert(name.to_string(), Ok(text.clone()));
@@ -92,6 +93,7 @@ impl World {
             rate_limit_reserve: 10,
             watch_stages: WatchStages::Final,
             builder: freshen::config::BuilderChoice::Auto,
+            keep_logs: 10,
             warnings: Vec::new(),
         };
         let config = Config { path: dir.path().join("config.json"), options, builds: config_builds, registries: Default::default() };
@@ -137,6 +139,7 @@ impl World {
             shutdown_grace: Duration::from_secs(5),
             build_timeout: Duration::from_secs(60),
             build_idle_timeout: Duration::from_secs(60),
+            keep_logs: 0,
             rebuild_all,
             dry_run,
             persist,

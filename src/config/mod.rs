@@ -7,9 +7,11 @@
 
 mod options;
 pub mod schema;
+mod secrets;
 
 use options::{builder, resolve_options, watch_stages};
 pub use options::{BuilderChoice, LogFormat, Options};
+pub use secrets::{SecretValue, MAX_SECRET_BYTES};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -114,8 +116,11 @@ pub struct Build {
     /// The builder asked for: BuildKit for `RUN --mount` Dockerfiles, classic for engines without it.
     pub builder: BuilderChoice,
     /// Values of the build args named in `secret_build_args` (the build's and
-    /// the options'), to be replaced by `***` wherever freshen prints text.
+    /// the options'), and of `build_secrets`, to be replaced by `***` wherever freshen prints text.
     pub secrets: Vec<String>,
+    /// BuildKit secrets (`secrets`): id → value, served on the build's session
+    /// for `RUN --mount=type=secret,id=<id>`, so they never enter the image.
+    pub build_secrets: BTreeMap<String, SecretValue>,
 }
 
 impl Build {
@@ -229,6 +234,16 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .flat_map(|n| n.as_array().into_iter().flatten())
                 .filter_map(|n| build.build_args.get(n.as_str().unwrap_or_default()).cloned())
                 .collect();
+            let at = format!("/builds/{}", escape_pointer(name));
+            build.build_secrets = secrets::resolve(&b["secrets"], &at, &base_dir, &mut v);
+            build.secrets.extend(build.build_secrets.values().flat_map(SecretValue::redacted_forms));
+            if !build.build_secrets.is_empty() && build.builder == BuilderChoice::Classic {
+                violation(
+                    &mut v,
+                    format!("{at}/secrets"),
+                    "secrets are served by a BuildKit session, and this build uses the classic builder; set \"builder\": \"buildkit\" (or \"auto\") for it, or use secret_build_args".into(),
+                );
+            }
             builds.insert(name.clone(), build);
         }
     }
@@ -325,6 +340,7 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         watch_stages: WatchStages::Final,
         builder: BuilderChoice::Auto,
         secrets: Vec::new(),
+        build_secrets: BTreeMap::new(),
     })
 }
 

@@ -72,6 +72,8 @@ pub struct Options {
     pub watch_stages: WatchStages,
     /// Which builder runs builds that do not say (default auto: BuildKit where the engine has it).
     pub builder: BuilderChoice,
+    /// Saved build logs kept per build (default 10), so `logs/` never grows without end; 0 saves none.
+    pub keep_logs: usize,
     /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -177,6 +179,7 @@ pub(super) fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) 
         builder: builder(raw).unwrap_or_default(),
         settle: duration(raw, "settle", Duration::ZERO, v),
         rate_limit_reserve: raw.get("rate_limit_reserve").and_then(Value::as_u64).unwrap_or(10),
+        keep_logs: raw.get("keep_logs").and_then(Value::as_u64).map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         warnings,
     }
 }

@@ -1,6 +1,7 @@
 //! [`Engine`] over bollard: the Docker Engine API through `DOCKER_HOST` or the local socket.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
 
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
@@ -37,11 +38,28 @@ struct Output<'a> {
     lines: Lines,
     progress: Progress,
     tail: VecDeque<String>,
+    /// The saved build log, when the build has one and it could be opened.
+    log: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl<'a> Output<'a> {
     fn new(request: &'a BuildRequest) -> Self {
-        Output { request, lines: Lines::default(), progress: Progress::default(), tail: VecDeque::with_capacity(TAIL_LINES) }
+        let log = request.log.as_deref().and_then(|path| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .inspect_err(
+                    |e| tracing::warn!(event = "build_log_failed", path = %path.display(), error = %e, "could not open the build log"),
+                )
+                .ok()
+        });
+        Output {
+            request,
+            lines: Lines::default(),
+            progress: Progress::default(),
+            tail: VecDeque::with_capacity(TAIL_LINES),
+            log: log.map(std::io::BufWriter::new),
+        }
     }
 
     fn classic(&mut self, text: &str) {
@@ -62,6 +80,9 @@ impl<'a> Output<'a> {
         for line in last.collect::<Vec<_>>() {
             self.keep(line);
         }
+        if let Some(Err(e)) = self.log.as_mut().map(std::io::Write::flush) {
+            tracing::warn!(event = "build_log_failed", build = %self.request.name, error = %e, "could not write the build log");
+        }
     }
 
     fn keep(&mut self, line: Line) {
@@ -77,6 +98,12 @@ impl<'a> Output<'a> {
             tracing::info!(event = "build_step", build = %name, "{shown}");
         } else {
             tracing::debug!(event = "build_output", build = %name, "{shown}");
+        }
+        if let Some(log) = &mut self.log {
+            if let Err(e) = writeln!(log, "{shown}") {
+                tracing::warn!(event = "build_log_failed", build = %name, error = %e, "could not write the build log; the build goes on without it");
+                self.log = None;
+            }
         }
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
@@ -292,6 +319,12 @@ impl Engine for DockerEngine {
                 self.credentials_for(i.registry()).map(|c| (key, c))
             })
             .collect();
+        // Secrets need freshen's own session, opened before bollard's (see `session`); it lives
+        // until this function returns, that is until the build's stream has ended or is dropped.
+        let _session = match (&options.session, request.secrets.is_empty()) {
+            (Some(id), false) => Some(super::session::open(id, creds.clone(), request.secrets.clone()).await?),
+            _ => None,
+        };
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));
         let mut out = Output::new(request);
         let mut image_id = None;

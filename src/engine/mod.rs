@@ -6,6 +6,7 @@ pub mod context;
 mod docker;
 mod lines;
 mod progress;
+mod session;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -106,6 +107,10 @@ pub struct BuildRequest {
     /// The registry images the build uses (its bases): their registries'
     /// credentials go with the build, as `X-Registry-Config` or on the BuildKit session.
     pub images: Vec<ImageRef>,
+    /// BuildKit secrets by ID, for `RUN --mount=type=secret`: served on the build's session, never sent otherwise.
+    pub secrets: std::collections::BTreeMap<String, crate::config::SecretValue>,
+    /// The saved build log (`logs/<build>/<time>.log`) the output lines are appended to, redacted; none when `keep_logs` is 0.
+    pub log: Option<PathBuf>,
 }
 
 /// The engine operations freshen uses.

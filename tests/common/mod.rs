@@ -395,6 +395,11 @@ pub fn report(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON report: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The `builds` entry of the JSON report `r` for `name`.
+pub fn build_of<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["builds"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("no build {name} in {}", r["builds"]))
+}
+
 /// Sets `options.<key>` in the test's config.json.
 pub fn set_option(env: &Env, key: &str, value: Value) {
     let config = env.dir.path().join("config.json");
