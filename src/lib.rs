@@ -23,7 +23,8 @@
 //!
 //! The edges, behind small traits:
 //! - [`registry`]: digest checks: HEAD, auth, retries ([`registry::Registry`]).
-//! - [`engine`]: inspect, pull, build with BuildKit or the classic builder ([`engine::Engine`], bollard); build contexts; build output as lines.
+//! - [`engine`]: inspect, pull, build with BuildKit or the classic builder ([`engine::Engine`], bollard); build contexts; build output as lines;
+//!   the BuildKit session that serves a build's secrets.
 //!   A new builder (BuildKit) goes here.
 //! - `credentials`: registry credentials; secrets never print.
 //! - [`state`]: the versioned state file (format 2, migrated from 1), atomic writes.

@@ -1,6 +1,7 @@
 //! The Docker engine, behind the small [`Engine`] trait. The bollard
-//! implementation ([`DockerEngine`]) and its BuildKit progress renderer are the
-//! only places bollard is imported.
+//! implementation ([`DockerEngine`]), its BuildKit progress renderer and
+//! freshen's own BuildKit session (for secrets) are the only places bollard
+//! and its BuildKit types are imported.
 
 pub mod context;
 mod docker;
