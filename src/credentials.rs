@@ -11,29 +11,33 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-/// A secret string: its `Debug` and `Display` print `***`.
+/// A secret: a password or token (`String`, the default), or the bytes of a
+/// build's BuildKit secret ([`crate::config::SecretValue`]). Its `Debug` and
+/// `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret<T = String>(T);
 
-impl Secret {
+impl<T> Secret<T> {
     /// Wraps `value`.
-    pub fn new(value: String) -> Self {
+    pub fn new(value: T) -> Self {
         Secret(value)
     }
+}
 
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+impl<T: std::ops::Deref> Secret<T> {
+    /// The value (`&str`, `&[u8]`), for the one place that sends it.
+    pub fn expose(&self) -> &T::Target {
         &self.0
     }
 }
 
-impl fmt::Debug for Secret {
+impl<T> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
 }
 
-impl fmt::Display for Secret {
+impl<T> fmt::Display for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
@@ -115,7 +119,7 @@ mod tests {
     fn secrets_never_print() {
         let c = Credential::Basic { username: "u".into(), password: Secret::new("hunter2".into()) };
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert_eq!(Secret::new("x".into()).to_string(), "***");
+        assert_eq!(Secret::new(String::from("x")).to_string(), "***");
     }
 
     #[test]

@@ -8,49 +8,27 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{violation, Violation};
+use crate::credentials::Secret;
 
 /// Largest secret value, in bytes: BuildKit's own limit (moby/buildkit
 /// `session/secrets/secretsprovider`: `MaxSecretSize = 500 * 1024`).
 pub const MAX_SECRET_BYTES: u64 = 500 * 1024;
 
-/// A secret's value: its `Debug` and `Display` print `***`, so it cannot reach
-/// a log, an error or the state by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(Arc<[u8]>);
+/// A BuildKit secret's value: a [`Secret`], whose `Debug` and `Display` print
+/// `***`, so it cannot reach a log, an error or the state by accident.
+pub type SecretValue = Secret<Arc<[u8]>>;
 
 impl SecretValue {
-    /// Wraps `value`.
-    pub fn new(value: Vec<u8>) -> Self {
-        SecretValue(value.into())
-    }
-
-    /// The bytes, for the one place that sends them: the build's session.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
     /// The forms of the value that build output could show, for the redactor:
     /// the text itself and the text without trailing whitespace (a file's last
     /// newline), when the value is UTF-8.
     pub fn redacted_forms(&self) -> Vec<String> {
-        let Ok(text) = std::str::from_utf8(&self.0) else { return Vec::new() };
+        let Ok(text) = std::str::from_utf8(self.expose()) else { return Vec::new() };
         let mut forms = vec![text.to_string()];
         if text.trim_end() != text {
             forms.push(text.trim_end().to_string());
         }
         forms
-    }
-}
-
-impl std::fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
     }
 }
 
@@ -66,7 +44,7 @@ pub(super) fn resolve(raw: &Value, at: &str, base_dir: &Path, v: &mut Vec<Violat
             let path = base_dir.join(file);
             match crate::files::read_regular(&path, MAX_SECRET_BYTES, "a BuildKit secret") {
                 Ok(bytes) => {
-                    out.insert(id.clone(), SecretValue::new(bytes));
+                    out.insert(id.clone(), SecretValue::new(bytes.into()));
                 }
                 Err(e) => violation(
                     v,
@@ -77,7 +55,7 @@ pub(super) fn resolve(raw: &Value, at: &str, base_dir: &Path, v: &mut Vec<Violat
         } else if let Some(name) = source.get("env").and_then(Value::as_str) {
             match std::env::var_os(name) {
                 Some(value) => {
-                    out.insert(id.clone(), SecretValue::new(value.into_encoded_bytes()));
+                    out.insert(id.clone(), SecretValue::new(value.into_encoded_bytes().into()));
                 }
                 None => violation(
                     v,

@@ -126,6 +126,11 @@ impl<'a> Output<'a> {
     }
 }
 
+/// Whether the engine is reached over TLS, as the docker CLI decides: `DOCKER_TLS_VERIFY` set and not empty.
+pub(super) fn tls_verify() -> bool {
+    std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty())
+}
+
 /// The Docker engine, reached through bollard.
 #[derive(Debug, Clone)]
 pub struct DockerEngine {
@@ -161,7 +166,7 @@ impl DockerEngine {
     /// # Errors
     /// [`EngineError::Unreachable`] when the engine does not answer.
     pub async fn connect(registries: Registries) -> Result<Self, EngineError> {
-        let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
+        let tls = tls_verify();
         let certs = std::env::var("DOCKER_CERT_PATH").unwrap_or_else(|_| "~/.docker".into());
         let unreachable = |e: bollard::errors::Error| match tls {
             true => EngineError::Unreachable(format!(

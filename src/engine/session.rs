@@ -141,7 +141,7 @@ pub async fn open(
     secrets: BTreeMap<String, SecretValue>,
 ) -> Result<Session, EngineError> {
     let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
+    let tls = super::docker::tls_verify();
     let unreachable = |e: std::io::Error| EngineError::Unreachable(format!("{host}: {e}"));
     let upgraded = match (host.split_once("://"), tls) {
         (Some(("unix", path)), _) => upgrade(tokio::net::UnixStream::connect(path).await.map_err(unreachable)?, id).await?,
