@@ -220,6 +220,19 @@ fn start_failed(e: StartError) -> i32 {
     }
 }
 
+/// Removes test gate containers that a killed freshen on this state file left
+/// (label [`crate::rebuild::LABEL_TEST`]); the state lock is held, so none is in use.
+async fn remove_stale_test_containers(engine: &dyn crate::engine::Engine, state_file: &std::path::Path) {
+    let value = state_file.display().to_string();
+    match engine.remove_containers_labelled(crate::rebuild::LABEL_TEST, &value).await {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(event = "test_containers_removed", count, "removed test gate containers a killed freshen left"),
+        Err(e) => {
+            tracing::warn!(event = "test_containers_not_removed", error = %e, "could not look for test gate containers a killed freshen left")
+        }
+    }
+}
+
 async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format: Format) -> i32 {
     let cancel = CancellationToken::new();
     let triggers = Triggers::new(cancel.clone());
@@ -247,6 +260,9 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     };
     let interval = humantime::format_duration(setup.config.options.interval);
     tracing::info!(event = "started", builds = setup.config.builds.len(), %interval, platform = %platform, "freshen started");
+    if !mode.dry_run {
+        remove_stale_test_containers(engine.as_ref(), &setup.config.options.state_file).await;
+    }
     let path = path.to_path_buf();
     let reload_platform = platform.clone();
     // A reload that names another state file moves the lock there first, or is refused.

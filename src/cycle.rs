@@ -46,8 +46,12 @@ pub struct CycleInput {
     pub build_timeout: Duration,
     /// Longest a build may go without output from the engine.
     pub build_idle_timeout: Duration,
+    /// Longest one tag's push may take.
+    pub push_timeout: Duration,
     /// Build logs kept per build (`keep_logs`), in `logs/` beside the state file.
     pub keep_logs: usize,
+    /// Previous images of each build kept after its tags move (`keep_previous`).
+    pub keep_previous: u32,
     /// Rebuild everything (first cycle with `rebuild_on_start`).
     pub rebuild_all: bool,
     /// Check and plan only.
@@ -90,6 +94,8 @@ pub struct CycleReport {
     pub builders: BTreeMap<String, Builder>,
     /// The saved log of each build that ran (`logs/<build>/<time>.log`), named in the report.
     pub logs: BTreeMap<String, std::path::PathBuf>,
+    /// Each build pushed this cycle → tag → the manifest digest the registry stored.
+    pub pushed: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl CycleReport {
@@ -150,11 +156,13 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
                 tracing::info!(event = "build_settling", build = %name, %reason, "waiting for the settle window")
             }
             d if d.rebuilds() => tracing::info!(event = "build_planned", build = %name, %reason, "will rebuild"),
+            Decision::PushPending => tracing::info!(event = "push_planned", build = %name, %reason, "will push without building"),
             _ => tracing::warn!(event = "build_not_checked", build = %name, %reason, "not checked"),
         }
     }
     let mut outcomes = BTreeMap::new();
     let mut logs = BTreeMap::new();
+    let mut pushed = BTreeMap::new();
     if !input.dry_run && !plan.order.is_empty() {
         let in_order = |p: &&str| plan.order.iter().any(|o| o == p);
         let parents: HashMap<String, Vec<String>> = plan
@@ -164,21 +172,45 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             .collect();
         let builder = Arc::new(Rebuild {
             engine: input.engine.clone(),
+            registry: input.registry.clone(),
+            push_timeout: input.push_timeout,
             project: input.project.clone(),
             timeout: input.build_timeout,
             idle_timeout: input.build_idle_timeout,
             logs: BuildLogs::beside(&input.state_path, input.keep_logs),
             written: Default::default(),
+            state_path: input.state_path.clone(),
+            keep_previous: input.keep_previous,
         });
         let compared = Arc::new(plan.compared.clone());
+        // Push-only jobs start from the stored record of the image they push.
+        let pending: Arc<BTreeMap<String, state::BuildRecord>> = Arc::new(
+            plan.order
+                .iter()
+                .filter(|n| matches!(plan.decisions[*n], Decision::PushPending))
+                .filter_map(|n| Some((n.clone(), state.builds.get(n)?.clone())))
+                .collect(),
+        );
         let run = |name: String| {
-            let (builder, compared) = (builder.clone(), compared.clone());
-            async move { builder.build(&name, &compared[&name]).await }
+            let (builder, compared, pending) = (builder.clone(), compared.clone(), pending.clone());
+            async move {
+                match pending.get(&name) {
+                    Some(record) => builder.push(&name, record.clone()).await,
+                    None => builder.build(&name, &compared[&name]).await,
+                }
+            }
         };
+        let mut built = Vec::new();
         let done = |name: &str, outcome: &Outcome, record: Option<state::BuildRecord>| {
             let log = builder.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
             log_finished(name, outcome, log.as_deref(), &redactor);
             if let Some(record) = record {
+                if !record.pushed.is_empty() {
+                    pushed.insert(name.to_string(), record.pushed.clone());
+                }
+                if let (Some(id), false) = (&record.image_id, pending.contains_key(name)) {
+                    built.push((name.to_string(), id.clone()));
+                }
                 state.builds.insert(name.to_string(), record);
                 if let Err(e) = save(input, state) {
                     state_error = Some(e);
@@ -186,6 +218,11 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             }
         };
         outcomes = executor::execute(&plan.order, &parents, input.parallelism, &input.cancel, input.shutdown_grace, run, done).await;
+        // Previous images are removed once every build of the cycle has ended: a classic
+        // build that probes its cache while an image is removed can fail (moby 20.10).
+        for (name, id) in &built {
+            builder.clean(name, id).await;
+        }
         logs = std::mem::take(&mut *builder.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
     CycleReport {
@@ -199,6 +236,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         redactor,
         builders: project.builds.iter().map(|(n, a)| (n.clone(), Builder::choose(a.build.builder, input.engine.has_buildkit()))).collect(),
         logs,
+        pushed,
     }
 }
 

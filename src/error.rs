@@ -247,6 +247,23 @@ pub enum BuildError {
         /// The parent's tag.
         image: ImageRef,
     },
+    /// The image was built and tagged, but pushing a tag failed: the tags
+    /// stay on the new image locally, and the build is recorded as built but
+    /// not pushed, so the next cycle pushes it again without building it.
+    #[error("push of {tag} failed: {message}")]
+    Push {
+        /// The tag whose push failed.
+        tag: ImageRef,
+        /// The engine's or the registry's words.
+        message: String,
+    },
+    /// The image was built, but its test gate (the build's `test`) did not
+    /// pass: no tag moved and nothing was pushed.
+    #[error("test failed: {message}")]
+    Test {
+        /// What went wrong: the exit code or the timeout, and the test's last output lines.
+        message: String,
+    },
     /// The build itself failed: the Dockerfile, the context or the engine.
     #[error("{0}")]
     Engine(#[source] EngineError),
@@ -254,12 +271,14 @@ pub enum BuildError {
 
 impl BuildError {
     /// The kind of failure, as reports name it: `pull_failed`, `parent_missing`,
-    /// or an [`EngineError::kind`].
+    /// `push_failed`, `test_failed`, or an [`EngineError::kind`].
     pub fn kind(&self) -> &'static str {
         match self {
             BuildError::Inspect { source, .. } => source.kind(),
             BuildError::Pull { .. } => "pull_failed",
             BuildError::ParentMissing { .. } => "parent_missing",
+            BuildError::Push { .. } => "push_failed",
+            BuildError::Test { .. } => "test_failed",
             BuildError::Engine(e) => e.kind(),
         }
     }

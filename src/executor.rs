@@ -37,10 +37,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The build's status as reports and logs name it: `rebuilt`, `failed`, `skipped` or `cancelled`.
+    /// The build's status as reports and logs name it: `rebuilt`, `failed`,
+    /// `test_failed` (built, but its test gate failed: no tag moved),
+    /// `push_failed` (built, but a tag's push failed), `skipped` or `cancelled`.
     pub fn status(&self) -> &'static str {
         match self {
             Outcome::Built { .. } => "rebuilt",
+            Outcome::Failed { error: BuildError::Push { .. }, .. } => "push_failed",
+            Outcome::Failed { error: BuildError::Test { .. }, .. } => "test_failed",
             Outcome::Failed { .. } => "failed",
             Outcome::Skipped { .. } => "skipped",
             Outcome::Cancelled => "cancelled",
@@ -67,16 +71,33 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// A build that failed: why, and what it produced before failing, if anything.
+#[derive(Debug)]
+pub struct Failure<T> {
+    /// Why the build failed.
+    pub error: BuildError,
+    /// What the build produced before the failure, for `done` to record: an image
+    /// that was built and tagged but whose push failed is recorded, so that the next
+    /// cycle pushes it without building it again.
+    pub value: Option<T>,
+}
+
+impl<T> From<BuildError> for Failure<T> {
+    fn from(error: BuildError) -> Self {
+        Failure { error, value: None }
+    }
+}
+
 /// A build's result and wall time, as its task returns them.
-type Finished<T> = (String, Result<T, BuildError>, f64);
+type Finished<T> = (String, Result<T, Failure<T>>, f64);
 
 /// Runs `order` (topologically sorted build names) with `parents` (each
 /// build's parents within `order`), calling `run` for each build.
 ///
 /// `run` returns what a successful build produced (`T`, its record) or its
-/// [`BuildError`]. `done` is called once per build, as soon as its outcome is
-/// known, on the caller's task, with what `run` produced for a build that
-/// succeeded: there the caller records and logs it. Returns the outcome of every build in `order`.
+/// [`Failure`]. `done` is called once per build, as soon as its outcome is
+/// known, on the caller's task, with what `run` produced (a failed build's
+/// [`Failure::value`] too): there the caller records and logs it. Returns the outcome of every build in `order`.
 pub async fn execute<T, F, Fut, D>(
     order: &[String],
     parents: &HashMap<String, Vec<String>>,
@@ -89,7 +110,7 @@ pub async fn execute<T, F, Fut, D>(
 where
     T: Send + 'static,
     F: Fn(String) -> Fut,
-    Fut: Future<Output = Result<T, BuildError>> + Send + 'static,
+    Fut: Future<Output = Result<T, Failure<T>>> + Send + 'static,
     D: FnMut(&str, &Outcome, Option<T>),
 {
     let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
@@ -152,7 +173,7 @@ where
             Some(Ok((name, r, seconds))) => {
                 let (outcome, value) = match r {
                     Ok(v) => (Outcome::Built { seconds }, Some(v)),
-                    Err(error) => (Outcome::Failed { error, seconds }, None),
+                    Err(Failure { error, value }) => (Outcome::Failed { error, seconds }, value),
                 };
                 finish(&mut outcomes, name, outcome, value);
             }
@@ -189,7 +210,7 @@ mod tests {
             async move {
                 r.lock().unwrap().push(n.clone());
                 if n == "b" {
-                    Err(BuildError::Engine(crate::error::EngineError::Api("boom".into())))
+                    Err(BuildError::Engine(crate::error::EngineError::Api("boom".into())).into())
                 } else {
                     Ok(n)
                 }
@@ -226,7 +247,7 @@ mod tests {
             1,
             &cancel,
             Duration::from_millis(100),
-            |_| std::future::pending::<Result<(), BuildError>>(),
+            |_| std::future::pending::<Result<(), Failure<()>>>(),
             |_, _, _| {},
         );
         let out = tokio::time::timeout(Duration::from_secs(5), run).await.expect("returns once the grace period is over");

@@ -37,6 +37,8 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         build_timeout: opts.build_timeout,
         build_idle_timeout: opts.build_idle_timeout,
         keep_logs: opts.keep_logs,
+        keep_previous: opts.keep_previous,
+        push_timeout: opts.push_timeout,
         rebuild_all: false,
         dry_run: true,
         persist: false,
@@ -82,6 +84,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
             "record_origin": record.map(|rec| rec.origin.to_string()),
             "decision": decision_json(&decision, r),
             "rebuild": decision.rebuilds(),
+            "push": matches!(decision, Decision::PushPending),
         });
         println!("{}", serde_json::to_string_pretty(&e).expect("explanation serialises"));
     } else {
@@ -103,7 +106,11 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         for i in &ignored {
             println!("  ignored {i} (# freshen:ignore)");
         }
-        let verdict = if decision.rebuilds() { "would be rebuilt" } else { "would not be rebuilt" };
+        let verdict = match &decision {
+            d if d.rebuilds() => "would be rebuilt",
+            Decision::PushPending => "would be pushed, not rebuilt",
+            _ => "would not be rebuilt",
+        };
         println!("  {verdict}: {}", r.text(&decision));
     }
     Ok(decision.failed())

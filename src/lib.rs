@@ -23,7 +23,8 @@
 //!
 //! The edges, behind small traits:
 //! - [`registry`]: digest checks: HEAD, auth, retries ([`registry::Registry`]).
-//! - [`engine`]: inspect, pull, build with BuildKit or the classic builder ([`engine::Engine`], bollard); build contexts; build output as lines;
+//! - [`engine`]: inspect, pull, build with BuildKit or the classic builder, tag, push, run a test gate's
+//!   container, list and remove images ([`engine::Engine`], bollard); build contexts; build output as lines;
 //!   the BuildKit session that serves a build's secrets.
 //!   A new builder (BuildKit) goes here.
 //! - `credentials`: registry credentials; secrets never print.
@@ -31,9 +32,10 @@
 //!
 //! Composition:
 //! - `check`: a cycle's checks: each watched input once → [`input::Check`]s.
-//! - `rebuild`: one build: pull, build with labels → its [`state::BuildRecord`];
+//! - `rebuild`: one build: pull, build with labels, test gate, move the tags → its [`state::BuildRecord`];
+//!   `publish`: push its tags (and push-only jobs for a push that failed), remove its previous images;
 //!   `buildlog`: its saved log, `logs/<build>/<time>.log` beside the state file.
-//!   A new post-build step (push, test gate) goes here.
+//!   A new post-build step goes in one of these two.
 //! - [`executor`]: runs a plan's builds: ordering, parallelism, failure propagation.
 //! - [`cycle`]: one cycle: check → plan → execute; the one owner of state while it runs.
 //! - [`trigger`]: the loop's way in ([`trigger::Triggers`]: tick, reload, check these
@@ -70,6 +72,7 @@ mod listen;
 mod output;
 pub mod plan;
 pub mod project;
+mod publish;
 mod rebuild;
 pub mod reference;
 pub mod registry;

@@ -12,12 +12,15 @@ use crate::plan::{Decision, Waiting};
 use crate::project::{self, Project};
 
 /// A build's status in a cycle summary: its outcome's when it ran
-/// (`rebuilt`, `failed`, `skipped`, `cancelled`), else from its decision
-/// (`would_rebuild`, `fresh`, `settling`, `check_failed`, `error`).
+/// (`rebuilt`, `pushed` for a push-only job, `failed`, `test_failed`,
+/// `push_failed`, `skipped`, `cancelled`), else from its decision
+/// (`would_rebuild`, `would_push`, `fresh`, `settling`, `check_failed`, `error`).
 pub fn build_status(report: &CycleReport, name: &str) -> &'static str {
     match (report.outcomes.get(name), &report.decisions[name]) {
+        (Some(Outcome::Built { .. }), Decision::PushPending) => "pushed",
         (Some(o), _) => o.status(),
         (None, d) if d.rebuilds() => "would_rebuild",
+        (None, Decision::PushPending) => "would_push",
         (None, Decision::Settling { .. }) => "settling",
         (None, Decision::CheckFailed { .. }) => "check_failed",
         (None, Decision::Error(_)) => "error",
@@ -53,7 +56,7 @@ pub fn decision_json(d: &Decision, r: &Redactor) -> Value {
         Decision::Error(e) => {
             v.insert("reason".into(), r.show(e).into());
         }
-        Decision::Fresh | Decision::Missing | Decision::RebuildOnStart => {}
+        Decision::Fresh | Decision::Missing | Decision::RebuildOnStart | Decision::PushPending => {}
     }
     Value::Object(v)
 }
@@ -111,6 +114,12 @@ pub fn report_json(report: &CycleReport) -> Value {
             if let Some(log) = report.logs.get(name) {
                 b["log"] = log.display().to_string().into();
             }
+            if let Some(pushed) = report.pushed.get(name) {
+                b["pushed"] = json!(pushed);
+                if let Some(d) = one_digest(pushed) {
+                    b["digest"] = d.into();
+                }
+            }
             b
         })
         .collect();
@@ -150,13 +159,23 @@ pub fn print_report(report: &CycleReport, json: bool) {
         }
     }
     for (name, d) in &report.decisions {
-        let mut line = format!("{name}: {}", build_status(report, name).replace('_', " "));
+        let status = build_status(report, name);
+        let mut line = format!("{name}: {}", status.replace('_', " "));
         if let (Some(builder), true) = (report.builders.get(name), report.outcomes.contains_key(name)) {
             line.push_str(&format!(" with {builder}"));
         }
         let outcome = report.outcomes.get(name);
         if let Some(s) = outcome.and_then(Outcome::seconds) {
             line.push_str(&format!(" in {s:.1}s"));
+        }
+        if let Some(pushed) = report.pushed.get(name) {
+            match one_digest(pushed) {
+                Some(d) if status == "pushed" => line.push_str(&format!(", {d}")),
+                Some(d) => line.push_str(&format!(", pushed {d}")),
+                None => {
+                    line.push_str(&format!(", pushed {}", pushed.iter().map(|(t, d)| format!("{t}@{d}")).collect::<Vec<_>>().join(", ")))
+                }
+            }
         }
         if !matches!(d, Decision::Fresh) {
             line.push_str(&format!(" ({})", r.text(d)));
@@ -169,6 +188,13 @@ pub fn print_report(report: &CycleReport, json: bool) {
         }
         println!("{line}");
     }
+}
+
+/// The digest every pushed tag points to, when they all point to one.
+fn one_digest(pushed: &std::collections::BTreeMap<String, String>) -> Option<&str> {
+    let mut digests = pushed.values();
+    let first = digests.next()?;
+    digests.all(|d| d == first).then_some(first.as_str())
 }
 
 /// Prints `freshen plan`; returns 1 when a build has an error, else 0.

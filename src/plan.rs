@@ -95,6 +95,9 @@ pub enum Decision {
         /// The parent, named in the report.
         parent: String,
     },
+    /// Push only: the image was built and tagged, but its push failed; it is
+    /// pushed again without building it, and its descendants are rebuilt on it.
+    PushPending,
     /// Not yet: a changed input (or an ancestor build) is inside its settle window.
     Settling {
         /// What the build waits for.
@@ -122,6 +125,7 @@ impl fmt::Display for Decision {
             Decision::Changed { input, old, new } => write!(f, "{input} changed {old} → {new}"),
             Decision::RebuildOnStart => f.write_str("rebuild_on_start"),
             Decision::ParentRebuilt { parent } => write!(f, "parent {parent} rebuilt"),
+            Decision::PushPending => f.write_str("built, but its push did not finish: push only"),
             Decision::Settling { on, ready_at } => write!(f, "{on} settling until {}", rfc3339(*ready_at)),
             Decision::CheckFailed { input, error } => write!(f, "check failed: {input}: {error}"),
             Decision::Error(e) => write!(f, "{e}"),
@@ -142,8 +146,13 @@ impl Decision {
         matches!(self, Decision::Missing | Decision::Changed { .. } | Decision::RebuildOnStart | Decision::ParentRebuilt { .. })
     }
 
+    /// True when the build runs this cycle: a rebuild, or a push-only job.
+    pub fn runs(&self) -> bool {
+        self.rebuilds() || matches!(self, Decision::PushPending)
+    }
+
     /// The decision's name, as the JSON report's `status` gives it: `fresh`,
-    /// `missing`, `changed`, `rebuild_on_start`, `parent_rebuilt`, `settling`, `check_failed` or `error`.
+    /// `missing`, `changed`, `rebuild_on_start`, `parent_rebuilt`, `push_pending`, `settling`, `check_failed` or `error`.
     pub fn status(&self) -> &'static str {
         match self {
             Decision::Fresh => "fresh",
@@ -151,6 +160,7 @@ impl Decision {
             Decision::Changed { .. } => "changed",
             Decision::RebuildOnStart => "rebuild_on_start",
             Decision::ParentRebuilt { .. } => "parent_rebuilt",
+            Decision::PushPending => "push_pending",
             Decision::Settling { .. } => "settling",
             Decision::CheckFailed { .. } => "check_failed",
             Decision::Error(_) => "error",
@@ -237,11 +247,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 Some(l) => (l.clone(), Origin::Labels),
                 None => (known.clone(), Origin::Baseline),
             };
-            let r = BuildRecord { built_from, image_id: None, recorded_at: input.now, origin };
+            let r = BuildRecord { built_from, image_id: None, recorded_at: input.now, origin, ..Default::default() };
             out.adopted.insert(name.clone(), r.clone());
             Some(r)
         });
-        let decision = decide(&current, record.as_ref(), ex.exists, input);
+        let decision = match decide(&current, record.as_ref(), ex.exists, input) {
+            Decision::Fresh if a.build.push && record.as_ref().is_some_and(|r| r.push_pending) => Decision::PushPending,
+            d => d,
+        };
         if let (Decision::Fresh, Some(r)) = (&decision, &record) {
             if known.keys().any(|k| !r.built_from.contains_key(k)) {
                 let mut r = out.adopted.get(name).cloned().unwrap_or_else(|| r.clone());
@@ -270,7 +283,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 fn schedule(project: &Project, out: &mut Plan) {
     let with = |f: fn(&Decision) -> bool| -> Vec<String> { out.decisions.iter().filter(|(_, d)| f(d)).map(|(n, _)| n.clone()).collect() };
     let settling = with(|d| matches!(d, Decision::Settling { .. }));
-    let stale = with(Decision::rebuilds);
+    let stale = with(Decision::runs);
     out.recheck_at =
         out.decisions.values().filter_map(|d| if let Decision::Settling { ready_at, .. } = d { Some(*ready_at) } else { None }).min();
     let held = project.graph.with_descendants(settling.iter().map(String::as_str));
@@ -291,7 +304,7 @@ fn schedule(project: &Project, out: &mut Plan) {
             }
             continue;
         }
-        if !out.decisions[&name].rebuilds() {
+        if !out.decisions[&name].runs() {
             let parent = project.graph.parents(&name).into_iter().find(|p| affected.contains(*p)).unwrap_or_default().to_string();
             out.decisions.insert(name.clone(), Decision::ParentRebuilt { parent });
         }

@@ -1,18 +1,22 @@
 //! One build of a cycle: pull the changed external images it watches, build
-//! with freshen's labels, and return the record of what it was built from.
-//! It never touches state: the cycle records and saves what the build returns.
+//! with freshen's labels, run its test gate, move its tags, push them, and
+//! return the record of what it was built from. It never touches state: the
+//! cycle records and saves what the build returns. Pushing and the removal of
+//! previous images are in [`crate::publish`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::buildlog::{self, BuildLogs};
-use crate::engine::{BuildRequest, Builder, Engine, ImageInfo};
+use crate::engine::{BuildRequest, Builder, Engine, ImageInfo, TestRequest, TestResult};
 use crate::error::BuildError;
+use crate::executor::Failure;
 use crate::input::Input;
 use crate::plan::{Compared, Current};
 use crate::project::Project;
 use crate::reference::ImageRef;
+use crate::registry::Registry;
 use crate::state::{self, BuildRecord, Origin};
 
 /// OCI annotation for the base image's reference (OCI image spec, "Pre-Defined Annotation Keys").
@@ -21,6 +25,13 @@ pub const LABEL_BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub const LABEL_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 /// freshen's label: JSON map of every watched image to the digest the image was built from.
 pub const LABEL_BUILT_FROM: &str = "io.freshen.built-from";
+/// freshen's label: the build's name. With [`LABEL_TAG`] it marks the images cleanup may remove.
+pub const LABEL_BUILD: &str = "io.freshen.build";
+/// freshen's label: the build's first tag, so two configs' builds of one name never clean up each other's images.
+pub const LABEL_TAG: &str = "io.freshen.tag";
+/// freshen's label on a test gate's container: the state file's path, so that
+/// the next start of the freshen that owns the state removes what a killed one left.
+pub const LABEL_TEST: &str = "io.freshen.test";
 
 /// What every build of a cycle shares.
 pub struct Rebuild {
@@ -28,6 +39,10 @@ pub struct Rebuild {
     pub engine: Arc<dyn Engine>,
     /// Each build's config and resolution.
     pub project: Arc<Project>,
+    /// Confirms each push with a HEAD of the tag.
+    pub registry: Arc<dyn Registry>,
+    /// `push_timeout`: longest one tag's push may take.
+    pub push_timeout: std::time::Duration,
     /// `build_timeout`, passed to the engine with each build.
     pub timeout: std::time::Duration,
     /// `build_idle_timeout`, passed to the engine with each build.
@@ -36,6 +51,10 @@ pub struct Rebuild {
     pub logs: BuildLogs,
     /// The log each build of the cycle wrote, for the report.
     pub written: Mutex<BTreeMap<String, PathBuf>>,
+    /// The state file's path: the value of [`LABEL_TEST`] on test gate containers.
+    pub state_path: PathBuf,
+    /// `keep_previous`: previous images of each build kept by [`Rebuild::clean`].
+    pub keep_previous: u32,
 }
 
 /// Re-seeds a `built_from` map from an image's labels, when freshen built it.
@@ -53,12 +72,14 @@ impl Rebuild {
     /// build's inputs, whose current digests are the ones recorded.
     ///
     /// # Errors
-    /// [`BuildError`]: a watched image could not be inspected or pulled, a parent's
-    /// image is missing, or the engine's build failed (with its output's last lines).
+    /// A [`Failure`] with a [`BuildError`]: a watched image could not be inspected
+    /// or pulled, a parent's image is missing, the engine's build failed (with its
+    /// output's last lines), the test gate failed (no tag moved), or a push failed:
+    /// then the failure carries the record, marked `push_pending`.
     ///
     /// The build's log is saved first ([`BuildLogs::start`]): the engine's
-    /// output goes into it, then the result; its path is kept in `written`.
-    pub async fn build(&self, name: &str, compared: &BTreeMap<Input, Compared>) -> Result<BuildRecord, BuildError> {
+    /// output goes into it, then the test's, then the result; its path is kept in `written`.
+    pub async fn build(&self, name: &str, compared: &BTreeMap<Input, Compared>) -> Result<BuildRecord, Failure<BuildRecord>> {
         let b = &self.project.builds[name].build;
         let builder = Builder::choose(b.builder, self.engine.has_buildkit());
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
@@ -75,11 +96,15 @@ impl Rebuild {
         if let Some(path) = &log {
             let end = match &result {
                 Ok(r) => format!("# built image {}\n", r.image_id.as_deref().unwrap_or("")),
-                Err(e) => format!("# failed ({}): {}\n", e.kind(), b.redactor().show(e)),
+                Err(e) => format!("# failed ({}): {}\n", e.error.kind(), b.redactor().show(&e.error)),
             };
             buildlog::append(path, &end);
         }
-        result
+        let record = result?;
+        if b.push {
+            return self.push(name, record).await;
+        }
+        Ok(record)
     }
 
     async fn build_logged(
@@ -88,7 +113,7 @@ impl Rebuild {
         compared: &BTreeMap<Input, Compared>,
         builder: Builder,
         log: Option<PathBuf>,
-    ) -> Result<BuildRecord, BuildError> {
+    ) -> Result<BuildRecord, Failure<BuildRecord>> {
         let a = &self.project.builds[name];
         let b = &a.build;
         let mut built_from = BTreeMap::new();
@@ -106,6 +131,10 @@ impl Rebuild {
         }
         let images: BTreeMap<String, &String> = built_from.iter().filter_map(|(i, d)| Some((i.image()?.to_string(), d))).collect();
         labels.insert(LABEL_BUILT_FROM.into(), serde_json::to_string(&images).expect("map serialises"));
+        labels.insert(LABEL_BUILD.into(), name.to_string());
+        if let Some(first) = b.tags.first() {
+            labels.insert(LABEL_TAG.into(), first.to_string());
+        }
         let request = BuildRequest {
             name: name.to_string(),
             context: b.context.clone(),
@@ -122,12 +151,50 @@ impl Rebuild {
             builder,
             secrets: b.build_secrets.clone(),
             images: built_from.keys().filter_map(Input::image).chain(&a.pinned).cloned().collect(),
-            log,
+            log: log.clone(),
         };
         tracing::info!(event = "build_started", build = %name, "building");
         let id = self.engine.build(&request).await.map_err(BuildError::Engine)?;
-        tracing::debug!(event = "image_built", build = %name, image = %id, "built and tagged");
-        Ok(BuildRecord { built_from, image_id: Some(id), recorded_at: state::now_secs(), origin: Origin::Built })
+        tracing::debug!(event = "image_built", build = %name, image = %id, "built");
+        if let Some(gate) = &b.test {
+            self.test(name, &id, gate, log).await?;
+        }
+        self.engine.move_tags(&id, &b.tags).await.map_err(BuildError::Engine)?;
+        tracing::debug!(event = "image_tagged", build = %name, image = %id, "tags moved");
+        Ok(BuildRecord { built_from, image_id: Some(id), recorded_at: state::now_secs(), origin: Origin::Built, ..Default::default() })
+    }
+
+    /// Runs the build's test gate on image `id`, its output appended to `log`.
+    ///
+    /// # Errors
+    /// [`BuildError::Test`] when the test exits with anything but 0 or runs past
+    /// its timeout; [`BuildError::Engine`] when its container cannot be run.
+    async fn test(&self, name: &str, id: &str, gate: &crate::config::TestGate, log: Option<PathBuf>) -> Result<(), BuildError> {
+        let b = &self.project.builds[name].build;
+        if let Some(path) = &log {
+            buildlog::append(path, &format!("# test: {}\n", b.redactor().redact(&gate.command.join(" "))));
+        }
+        let labels = [(LABEL_TEST, self.state_path.display().to_string()), (LABEL_BUILD, name.to_string())];
+        let request = TestRequest {
+            name: name.to_string(),
+            image: id.to_string(),
+            gate: gate.clone(),
+            labels: labels.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            redactor: b.redactor(),
+            log,
+        };
+        let (message, tail) = match self.engine.run_test(&request).await.map_err(BuildError::Engine)? {
+            TestResult::Exited { code: 0, .. } => {
+                tracing::info!(event = "test_passed", build = %name, "test gate passed");
+                return Ok(());
+            }
+            TestResult::Exited { code, tail } => (format!("{} exited with {code}", gate.command.join(" ")), tail),
+            TestResult::TimedOut { tail } => {
+                (format!("{} ran past its timeout of {}", gate.command.join(" "), humantime::format_duration(gate.timeout)), tail)
+            }
+        };
+        let message = if tail.is_empty() { message } else { format!("{message}\n--- last test output ---\n{tail}") };
+        Err(BuildError::Test { message })
     }
 
     /// The digest a build actually uses for `image`: pulls a registry image

@@ -70,6 +70,13 @@ pub struct BuildRecord {
     pub recorded_at: u64,
     /// Whether freshen built it or adopted it, which `explain` shows.
     pub origin: Origin,
+    /// Each tag pushed after this build → the manifest digest the registry stored (`push`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pushed: BTreeMap<String, String>,
+    /// Set when the image was built and tagged but a push failed: the next cycle
+    /// pushes it again without building it (a push-only job).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push_pending: bool,
 }
 
 /// The whole state file.
@@ -124,7 +131,10 @@ fn migrate_v1(v1: StateV1) -> Result<State, String> {
     let mut builds = BTreeMap::new();
     for (name, b) in v1.builds {
         let built_from = b.built_from.into_iter().map(|(k, d)| Ok((image(&k)?, d))).collect::<Result<_, String>>()?;
-        builds.insert(name, BuildRecord { built_from, image_id: b.image_id, recorded_at: b.recorded_at, origin: b.origin });
+        builds.insert(
+            name,
+            BuildRecord { built_from, image_id: b.image_id, recorded_at: b.recorded_at, origin: b.origin, ..Default::default() },
+        );
     }
     Ok(State { version: STATE_VERSION, inputs, builds, registries: v1.registries })
 }

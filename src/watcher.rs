@@ -189,6 +189,8 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
             build_timeout: opts.build_timeout,
             build_idle_timeout: opts.build_idle_timeout,
             keep_logs: opts.keep_logs,
+            keep_previous: opts.keep_previous,
+            push_timeout: opts.push_timeout,
             rebuild_all: first && opts.rebuild_on_start,
             dry_run: l.mode.dry_run,
             persist: true,

@@ -73,6 +73,8 @@ impl World {
                 builder: freshen::config::BuilderChoice::Auto,
                 secrets: Vec::new(),
                 build_secrets: Default::default(),
+                push: false,
+                test: None,
             };
             config_builds.insert(name.to_string(), build);
             texts.insert(name.to_string(), Ok(text.clone()));
@@ -94,6 +96,9 @@ impl World {
             watch_stages: WatchStages::Final,
             builder: freshen::config::BuilderChoice::Auto,
             keep_logs: 10,
+            keep_previous: 1,
+            push: false,
+            push_timeout: Duration::from_secs(60),
             warnings: Vec::new(),
         };
         let config = Config { path: dir.path().join("config.json"), options, builds: config_builds, registries: Default::default() };
@@ -112,7 +117,7 @@ impl World {
             .lock()
             .unwrap()
             .builds
-            .insert(build.into(), BuildRecord { built_from, image_id: None, recorded_at: 1, origin: Origin::Built });
+            .insert(build.into(), BuildRecord { built_from, image_id: None, recorded_at: 1, origin: Origin::Built, ..Default::default() });
         self.engine.put(tag, &[]);
     }
 
@@ -140,6 +145,8 @@ impl World {
             build_timeout: Duration::from_secs(60),
             build_idle_timeout: Duration::from_secs(60),
             keep_logs: 0,
+            keep_previous: 1,
+            push_timeout: Duration::from_secs(60),
             rebuild_all,
             dry_run,
             persist,

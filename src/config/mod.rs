@@ -8,10 +8,12 @@
 mod options;
 pub mod schema;
 mod secrets;
+mod test_gate;
 
 use options::{builder, resolve_options, watch_stages};
 pub use options::{BuilderChoice, LogFormat, Options};
 pub use secrets::{SecretValue, MAX_SECRET_BYTES};
+pub use test_gate::TestGate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -118,9 +120,13 @@ pub struct Build {
     /// Values of the build args named in `secret_build_args` (the build's and
     /// the options'), and of `build_secrets`, to be replaced by `***` wherever freshen prints text.
     pub secrets: Vec<String>,
+    /// Push every tag after a successful build (`push`, the build's or the options'), so hosts that pull get the rebuilt image.
+    pub push: bool,
     /// BuildKit secrets (`secrets`): id → value, served on the build's session
     /// for `RUN --mount=type=secret,id=<id>`, so they never enter the image.
     pub build_secrets: BTreeMap<String, SecretValue>,
+    /// The test gate (`test`): run on the new image before any tag moves or any push.
+    pub test: Option<TestGate>,
 }
 
 impl Build {
@@ -228,6 +234,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         if let Some(mut build) = resolve_build(name, b, &base_dir, &mut v) {
             build.watch_stages = watch_stages(b).unwrap_or(options.watch_stages);
             build.builder = builder(b).unwrap_or(options.builder);
+            build.push = b.get("push").and_then(Value::as_bool).unwrap_or(options.push);
             let names = [&raw["options"]["secret_build_args"], &b["secret_build_args"]];
             build.secrets = names
                 .iter()
@@ -322,6 +329,7 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
     }
     let additional_images = references(&raw["additional_images"], &format!("{at}/additional_images"), v);
     let exclude_images = references(&raw["exclude_images"], &format!("{at}/exclude_images"), v);
+    let test = test_gate::resolve(raw, &at, v);
     if v.len() > before {
         return None;
     }
@@ -341,6 +349,8 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         builder: BuilderChoice::Auto,
         secrets: Vec::new(),
         build_secrets: BTreeMap::new(),
+        push: false,
+        test,
     })
 }
 

@@ -72,10 +72,21 @@ pub struct Options {
     pub watch_stages: WatchStages,
     /// Which builder runs builds that do not say (default auto: BuildKit where the engine has it).
     pub builder: BuilderChoice,
+    /// Push every tag after a successful build (default false), for builds that do not say.
+    pub push: bool,
+    /// Longest one tag's push may take (default 10 min): the engine retries a failing upload for minutes.
+    pub push_timeout: Duration,
+    /// Previous images of each build kept after its tags move (default 1), for a rollback;
+    /// older ones that no tag or container uses are removed.
+    pub keep_previous: u32,
     /// Saved build logs kept per build (default 10), so `logs/` never grows without end; 0 saves none.
     pub keep_logs: usize,
     /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
     pub warnings: Vec<String>,
+}
+
+fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -> Duration {
+    duration_at(raw, "/options", key, default, v)
 }
 
 /// The bounds of each duration option: (least, most). Below the least, a value makes
@@ -87,19 +98,22 @@ fn duration_bounds(key: &str) -> (Duration, Duration) {
         "interval" => (Duration::from_secs(1), Duration::from_secs(30 * DAY)),
         "registry_timeout" => (Duration::from_secs(1), Duration::from_secs(3600)),
         "shutdown_grace" => (Duration::ZERO, Duration::from_secs(DAY)),
-        "build_timeout" | "build_idle_timeout" => (Duration::from_secs(1), Duration::from_secs(7 * DAY)),
+        "build_timeout" | "build_idle_timeout" | "push_timeout" | "timeout" => (Duration::from_secs(1), Duration::from_secs(7 * DAY)),
         _ => (Duration::ZERO, Duration::from_secs(30 * DAY)),
     }
 }
 
-fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -> Duration {
+/// The duration at `raw[key]` (humantime text, or whole seconds), within
+/// [`duration_bounds`] of `key`; `default` when absent. A bad one is a
+/// violation at `<at>/<key>` and gives `default`.
+pub(super) fn duration_at(raw: &Value, at: &str, key: &str, default: Duration, v: &mut Vec<Violation>) -> Duration {
     let d = match raw.get(key) {
         None => return default,
         Some(Value::Number(n)) => Duration::from_secs(n.as_u64().unwrap_or(u64::MAX)),
         Some(Value::String(s)) => match humantime::parse_duration(s) {
             Ok(d) => d,
             Err(e) => {
-                violation(v, format!("/options/{key}"), format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\""));
+                violation(v, format!("{at}/{key}"), format!("{s:?} is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\""));
                 return default;
             }
         },
@@ -108,7 +122,7 @@ fn duration(raw: &Value, key: &str, default: Duration, v: &mut Vec<Violation>) -
     let (least, most) = duration_bounds(key);
     if d < least || d > most {
         let (least, most) = (humantime::format_duration(least), humantime::format_duration(most));
-        violation(v, format!("/options/{key}"), format!("{key} must be from {least} to {most}, not {}", humantime::format_duration(d)));
+        violation(v, format!("{at}/{key}"), format!("{key} must be from {least} to {most}, not {}", humantime::format_duration(d)));
         return default;
     }
     d
@@ -179,6 +193,9 @@ pub(super) fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) 
         builder: builder(raw).unwrap_or_default(),
         settle: duration(raw, "settle", Duration::ZERO, v),
         rate_limit_reserve: raw.get("rate_limit_reserve").and_then(Value::as_u64).unwrap_or(10),
+        push: raw.get("push").and_then(Value::as_bool).unwrap_or(false),
+        push_timeout: duration(raw, "push_timeout", Duration::from_secs(600), v),
+        keep_previous: raw.get("keep_previous").and_then(Value::as_u64).map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         keep_logs: raw.get("keep_logs").and_then(Value::as_u64).map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         warnings,
     }

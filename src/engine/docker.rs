@@ -1,25 +1,22 @@
 //! [`Engine`] over bollard: the Docker Engine API through `DOCKER_HOST` or the local socket.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::Write as _;
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::{BuildInfoAux, ImageId};
-use bollard::query_parameters::{BuildImageOptions, BuilderVersion, CreateImageOptions, RemoveImageOptions, TagImageOptions};
+use bollard::query_parameters::{
+    BuildImageOptions, BuilderVersion, CreateImageOptions, PushImageOptions, RemoveImageOptions, TagImageOptions,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
-use super::lines::Lines;
-use super::progress::{Line, Progress};
-use super::{context, BuildRequest, Builder, Engine, EngineError, ImageInfo};
+use super::output::Output;
+use super::{container, context, BuildRequest, Builder, Engine, EngineError, ImageInfo, LabelledImage, TestRequest, TestResult};
 use crate::credentials::{self, Credential, Registries};
 use crate::reference::ImageRef;
-
-/// Lines of build output kept for the error report.
-const TAIL_LINES: usize = 30;
 
 /// A BuildKit session ID no other build of this engine uses: the process ID,
 /// the time and a counter.
@@ -28,102 +25,6 @@ fn session_id() -> String {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("freshen-{}-{nanos}-{n}", std::process::id())
-}
-
-/// One build's output: classic stream text or BuildKit progress, made into
-/// whole lines, logged (steps at info, the rest at debug, secrets redacted)
-/// and kept as the tail an error quotes.
-struct Output<'a> {
-    request: &'a BuildRequest,
-    lines: Lines,
-    progress: Progress,
-    tail: VecDeque<String>,
-    /// The saved build log, when the build has one and it could be opened.
-    log: Option<std::io::BufWriter<std::fs::File>>,
-}
-
-impl<'a> Output<'a> {
-    fn new(request: &'a BuildRequest) -> Self {
-        let log = request.log.as_deref().and_then(|path| {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .inspect_err(
-                    |e| tracing::warn!(event = "build_log_failed", path = %path.display(), error = %e, "could not open the build log"),
-                )
-                .ok()
-        });
-        Output {
-            request,
-            lines: Lines::default(),
-            progress: Progress::default(),
-            tail: VecDeque::with_capacity(TAIL_LINES),
-            log: log.map(std::io::BufWriter::new),
-        }
-    }
-
-    fn classic(&mut self, text: &str) {
-        for line in self.lines.push(text) {
-            let step = line.starts_with("Step ");
-            self.keep(if step { Line::Step(line) } else { Line::Output(line) });
-        }
-    }
-
-    fn buildkit(&mut self, status: &bollard::moby::buildkit::v1::StatusResponse) {
-        for line in self.progress.push(status) {
-            self.keep(line);
-        }
-    }
-
-    fn finish(&mut self) {
-        let last = self.lines.finish().map(Line::Output).into_iter().chain(self.progress.finish());
-        for line in last.collect::<Vec<_>>() {
-            self.keep(line);
-        }
-        if let Some(Err(e)) = self.log.as_mut().map(std::io::Write::flush) {
-            tracing::warn!(event = "build_log_failed", build = %self.request.name, error = %e, "could not write the build log");
-        }
-    }
-
-    fn keep(&mut self, line: Line) {
-        let (step, text) = match line {
-            Line::Step(t) => (true, t),
-            Line::Output(t) => (false, t),
-        };
-        if text.trim().is_empty() {
-            return;
-        }
-        let (name, shown) = (&self.request.name, self.request.redactor.redact(&text));
-        if step {
-            tracing::info!(event = "build_step", build = %name, "{shown}");
-        } else {
-            tracing::debug!(event = "build_output", build = %name, "{shown}");
-        }
-        if let Some(log) = &mut self.log {
-            if let Err(e) = writeln!(log, "{shown}") {
-                tracing::warn!(event = "build_log_failed", build = %name, error = %e, "could not write the build log; the build goes on without it");
-                self.log = None;
-            }
-        }
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(text);
-    }
-
-    fn tail(&mut self) -> String {
-        self.finish();
-        self.tail.make_contiguous().join("\n")
-    }
-
-    /// The build's failure, with the tail; under the classic builder, a
-    /// Dockerfile that needs BuildKit says how to get it.
-    fn failed(&mut self, mut message: String) -> EngineError {
-        if self.request.builder == Builder::Classic && message.contains("requires BuildKit") {
-            message.push_str("; this build uses the classic builder: set \"builder\": \"buildkit\" (or \"auto\") for it");
-        }
-        EngineError::Build { message, tail: self.tail() }
-    }
 }
 
 /// Whether the engine is reached over TLS, as the docker CLI decides: `DOCKER_TLS_VERIFY` set and not empty.
@@ -143,7 +44,8 @@ pub struct DockerEngine {
     registries: Registries,
 }
 
-fn map_err(e: BollardError) -> EngineError {
+/// An engine error in freshen's terms: unreachable, or the engine's own words.
+pub(super) fn map_err(e: BollardError) -> EngineError {
     match e {
         BollardError::DockerResponseServerError { status_code, message } => {
             EngineError::Api(format!("engine answered {status_code}: {message}"))
@@ -218,11 +120,15 @@ impl DockerEngine {
 
 impl DockerEngine {
     /// Points every tag at `id`, or none: if one tag fails, the tags already
-    /// moved are put back on their `previous` images (or removed where there was none).
-    async fn move_tags(&self, id: &str, tags: &[ImageRef], previous: &[Option<String>]) -> Result<(), EngineError> {
+    /// moved are put back on the images they pointed to before (or removed where there was none).
+    async fn tag_all(&self, id: &str, tags: &[ImageRef]) -> Result<(), EngineError> {
+        let mut previous = Vec::with_capacity(tags.len());
+        for tag in tags {
+            previous.push(self.inspect(tag.as_str()).await?.map(|i| i.id));
+        }
         for (k, tag) in tags.iter().enumerate() {
             if let Err(e) = self.tag(id, tag).await {
-                for (moved, prev) in tags[..k].iter().zip(previous) {
+                for (moved, prev) in tags[..k].iter().zip(&previous) {
                     let undo = match prev {
                         Some(p) => self.tag(p, moved).await,
                         None => self
@@ -287,6 +193,41 @@ impl Engine for DockerEngine {
         Ok(())
     }
 
+    async fn push(&self, tag: &ImageRef, timeout: std::time::Duration) -> Result<String, EngineError> {
+        let options = PushImageOptions { tag: tag.tag().map(str::to_string), ..Default::default() };
+        let mut stream = self.docker.push_image(&tag.name(), Some(options), self.credentials_for(tag.registry()));
+        let mut digest = None;
+        let mut last = String::new();
+        let deadline = tokio::time::Instant::from(crate::deadline::after(timeout));
+        loop {
+            let item = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    let after = humantime::format_duration(timeout);
+                    return Err(EngineError::Api(format!("no end within {after} (push_timeout); the engine's last status: {last}")));
+                }
+            };
+            let info = match item {
+                Ok(i) => i,
+                Err(BollardError::DockerStreamError { error }) => return Err(EngineError::Api(error)),
+                Err(e) => return Err(map_err(e)),
+            };
+            if let Some(detail) = info.error_detail {
+                return Err(EngineError::Api(detail.message.unwrap_or_default()));
+            }
+            // moby distribution/push_v2.go: "%s: digest: %s size: %d".
+            let status = info.status.unwrap_or_default();
+            if !status.is_empty() {
+                last.clone_from(&status);
+            }
+            if let Some((_, rest)) = status.split_once(": digest: ") {
+                digest = rest.split_whitespace().next().map(str::to_string);
+            }
+        }
+        digest.ok_or_else(|| EngineError::Api(format!("the engine reported no digest for the push of {tag}")))
+    }
+
     async fn build(&self, request: &BuildRequest) -> Result<String, EngineError> {
         let (ctx, dir, df) = (request.context.clone(), request.context.clone(), request.dockerfile.clone());
         let classic = request.builder == Builder::Classic;
@@ -294,11 +235,7 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| EngineError::Context { path: dir, message: e.to_string() })??;
         let body = bollard::body_try_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
-        // The build is left untagged; all tags are moved afterwards, together (see `move_tags`).
-        let mut previous = Vec::with_capacity(request.tags.len());
-        for tag in &request.tags {
-            previous.push(self.inspect(tag.as_str()).await?.map(|i| i.id));
-        }
+        // The build is left untagged; the caller moves all tags afterwards, together (see `move_tags`).
         let buildkit = request.builder == Builder::BuildKit;
         let options = BuildImageOptions {
             dockerfile: dockerfile_name,
@@ -331,7 +268,7 @@ impl Engine for DockerEngine {
             _ => None,
         };
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));
-        let mut out = Output::new(request);
+        let mut out = Output::new(&request.name, &request.redactor, request.log.as_deref(), Some(request.builder));
         let mut image_id = None;
         // Deadlines: the whole build, and silence between two messages. Returning drops the
         // stream, which closes the connection: the engine then cancels the build.
@@ -365,13 +302,32 @@ impl Engine for DockerEngine {
         }
         out.finish();
         // Engines that send no `aux` ID still print the classic builder's "Successfully built <id>".
-        let short = out.tail.iter().rev().find_map(|l| l.strip_prefix("Successfully built ")).map(|s| s.trim().to_string());
+        let short = out.tail_lines().rev().rev().find_map(|l| l.strip_prefix("Successfully built ")).map(|s| s.trim().to_string());
         let id = match (image_id, short) {
             (Some(id), _) => id,
             (None, Some(short)) => self.inspect(&short).await?.map(|i| i.id).unwrap_or(short),
             (None, None) => return Err(out.failed("the engine reported no image ID".into())),
         };
-        self.move_tags(&id, &request.tags, &previous).await?;
         Ok(id)
+    }
+
+    async fn move_tags(&self, id: &str, tags: &[ImageRef]) -> Result<(), EngineError> {
+        self.tag_all(id, tags).await
+    }
+
+    async fn run_test(&self, request: &TestRequest) -> Result<TestResult, EngineError> {
+        container::run_test(&self.docker, request).await
+    }
+
+    async fn images_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<LabelledImage>, EngineError> {
+        container::images_labelled(&self.docker, labels).await
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<bool, EngineError> {
+        container::remove_image(&self.docker, id).await
+    }
+
+    async fn remove_containers_labelled(&self, name: &str, value: &str) -> Result<usize, EngineError> {
+        container::remove_containers_labelled(&self.docker, name, value).await
     }
 }

@@ -1,11 +1,13 @@
 //! The Docker engine, behind the small [`Engine`] trait. The bollard
-//! implementation ([`DockerEngine`]), its BuildKit progress renderer and
-//! freshen's own BuildKit session (for secrets) are the only places bollard
-//! and its BuildKit types are imported.
+//! implementation ([`DockerEngine`]; its containers and image housekeeping in
+//! `container`), its BuildKit progress renderer and freshen's own BuildKit
+//! session (for secrets) are the only places bollard and its BuildKit types are imported.
 
+mod container;
 pub mod context;
 mod docker;
 mod lines;
+mod output;
 mod progress;
 mod session;
 
@@ -85,7 +87,8 @@ pub struct BuildRequest {
     pub context: PathBuf,
     /// The Dockerfile (absolute), inside or outside the context: added to the archive when outside.
     pub dockerfile: PathBuf,
-    /// Every tag to move to the new image, together, after the build succeeds.
+    /// The build's tags: the classic builder gets their registries' credentials too.
+    /// The build leaves its image untagged; [`Engine::move_tags`] moves them.
     pub tags: Vec<ImageRef>,
     /// Build args for the engine (`buildargs`).
     pub build_args: HashMap<String, String>,
@@ -114,6 +117,53 @@ pub struct BuildRequest {
     pub log: Option<PathBuf>,
 }
 
+/// A test gate to run on a newly built image: a container created from the
+/// image, started, waited for, and always removed (Engine API: `POST
+/// /containers/create`, `…/start`, `GET …/logs`, `POST …/wait`, `DELETE /containers/{id}`).
+#[derive(Debug, Clone)]
+pub struct TestRequest {
+    /// The build's name, so that the test's output lines can be told apart in the log.
+    pub name: String,
+    /// The image ID to test: the tags have not moved to it yet.
+    pub image: String,
+    /// The command, timeout, environment and network.
+    pub gate: crate::config::TestGate,
+    /// The container's labels: freshen's, so that a container left by a killed freshen is found and removed at start.
+    pub labels: HashMap<String, String>,
+    /// Replaces secrets by `***` in the output lines logged and saved.
+    pub redactor: Redactor,
+    /// The saved build log the test's output is appended to.
+    pub log: Option<PathBuf>,
+}
+
+/// How a test gate's container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestResult {
+    /// It exited with this code; 0 passes.
+    Exited {
+        /// The exit code.
+        code: i64,
+        /// The last lines of its output.
+        tail: String,
+    },
+    /// It ran past the gate's timeout and was killed.
+    TimedOut {
+        /// The last lines of its output.
+        tail: String,
+    },
+}
+
+/// A local image found by its labels (Engine API: `GET /images/json?filters={"label":[…]}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledImage {
+    /// The image ID (`sha256:…`).
+    pub id: String,
+    /// When the image was created, seconds since the Unix epoch: cleanup keeps the newest.
+    pub created: i64,
+    /// Its tags (`RepoTags`), without `<none>:<none>`: a tagged image is never removed.
+    pub tags: Vec<String>,
+}
+
 /// The engine operations freshen uses.
 #[async_trait]
 pub trait Engine: Send + Sync {
@@ -139,7 +189,55 @@ pub trait Engine: Send + Sync {
     /// [`EngineError`] when the pull fails.
     async fn pull(&self, image: &ImageRef, platform: Option<&str>) -> Result<(), EngineError>;
 
-    /// Builds `request` and applies every tag; returns the new image ID.
+    /// Pushes `tag` (Engine API: `POST /images/{name}/push?tag=…`) with the
+    /// registry's credentials in `X-Registry-Auth`; returns the manifest digest
+    /// the registry stored, read from the engine's `<tag>: digest: sha256:… size: N`
+    /// status line (bollard's `PushImageInfo` has no `aux`).
+    ///
+    /// # Errors
+    /// [`EngineError::Api`] with the engine's or the registry's message when the push fails
+    /// or the engine reports no digest, or when it has not ended within `timeout` (the engine
+    /// retries a failing upload for minutes; dropping the request cancels the push);
+    /// [`EngineError::Unreachable`] when the engine does not answer.
+    async fn push(&self, tag: &ImageRef, timeout: std::time::Duration) -> Result<String, EngineError>;
+
+    /// Points every tag at image `id`, or none: if one tag fails, the tags
+    /// already moved are put back (Engine API: `POST /images/{id}/tag`).
+    ///
+    /// # Errors
+    /// [`EngineError::Api`] naming the tag that failed; no tag has moved then.
+    async fn move_tags(&self, id: &str, tags: &[ImageRef]) -> Result<(), EngineError>;
+
+    /// Runs a test gate ([`TestRequest`]) and removes its container, whatever happens.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the container cannot be created or started (a
+    /// command that does not exist in the image is this, with the engine's words).
+    async fn run_test(&self, request: &TestRequest) -> Result<TestResult, EngineError>;
+
+    /// Local images that carry every label of `labels` (name, value), any order.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the engine does not answer.
+    async fn images_labelled(&self, labels: &[(&str, &str)]) -> Result<Vec<LabelledImage>, EngineError>;
+
+    /// Removes image `id` when nothing uses it (Engine API: `DELETE /images/{id}`
+    /// without `force`, so a container using it or a child image keeps it).
+    /// Returns `false` when the engine refused because it is in use (409).
+    ///
+    /// # Errors
+    /// [`EngineError`] on any other failure.
+    async fn remove_image(&self, id: &str) -> Result<bool, EngineError>;
+
+    /// Removes every container, running or not, with label `name=value`
+    /// (`force`); returns how many. Test gate containers left by a killed freshen go this way.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the engine does not answer.
+    async fn remove_containers_labelled(&self, name: &str, value: &str) -> Result<usize, EngineError>;
+
+    /// Builds `request`, untagged; returns the new image ID. The caller moves
+    /// the tags ([`Engine::move_tags`]) once the test gate, if any, has passed.
     ///
     /// # Errors
     /// [`EngineError::Build`] with the last lines of output when the build fails,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use freshen::engine::{BuildRequest, Engine, EngineError, ImageInfo};
+use freshen::engine::{BuildRequest, Engine, EngineError, ImageInfo, LabelledImage, TestRequest, TestResult};
 use freshen::reference::ImageRef;
 use freshen::registry::{Head, Registry, RegistryError};
 
@@ -100,6 +100,12 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn push(&self, tag: &ImageRef, _timeout: std::time::Duration) -> Result<String, EngineError> {
+        let images = self.images.lock().unwrap();
+        let id = images.get(tag.as_str()).map(|i| i.id.clone()).ok_or_else(|| EngineError::Api(format!("no such image: {tag}")))?;
+        Ok(format!("sha256:pushed-{}", &id[7..]))
+    }
+
     async fn build(&self, request: &BuildRequest) -> Result<String, EngineError> {
         self.builds.lock().unwrap().push(request.name.clone());
         if self.failing.lock().unwrap().contains(&request.name) {
@@ -107,9 +113,32 @@ impl Engine for FakeEngine {
         }
         let mut images = self.images.lock().unwrap();
         let id = format!("sha256:{:064x}", images.len() + 2000);
-        for tag in &request.tags {
-            images.insert(tag.to_string(), ImageInfo { id: id.clone(), repo_digests: Vec::new(), labels: request.labels.clone() });
-        }
+        images.insert(id.clone(), ImageInfo { id: id.clone(), repo_digests: Vec::new(), labels: request.labels.clone() });
         Ok(id)
+    }
+
+    async fn move_tags(&self, id: &str, tags: &[ImageRef]) -> Result<(), EngineError> {
+        let mut images = self.images.lock().unwrap();
+        let info = images.get(id).cloned().ok_or_else(|| EngineError::Api(format!("no such image: {id}")))?;
+        for tag in tags {
+            images.insert(tag.to_string(), info.clone());
+        }
+        Ok(())
+    }
+
+    async fn run_test(&self, _request: &TestRequest) -> Result<TestResult, EngineError> {
+        Ok(TestResult::Exited { code: 0, tail: String::new() })
+    }
+
+    async fn images_labelled(&self, _labels: &[(&str, &str)]) -> Result<Vec<LabelledImage>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_image(&self, _id: &str) -> Result<bool, EngineError> {
+        Ok(false)
+    }
+
+    async fn remove_containers_labelled(&self, _name: &str, _value: &str) -> Result<usize, EngineError> {
+        Ok(0)
     }
 }

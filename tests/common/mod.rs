@@ -495,3 +495,22 @@ pub fn htpasswd_env(name: &str, user: &str, password: &str) -> (tempfile::TempDi
     let env = Env::new_with(name, &format!("auth: {{htpasswd: {{realm: freshen-test, path: {}}}}}\n", htpasswd.display()));
     (tmp, env)
 }
+
+/// The registry's `Docker-Content-Digest` for `HEAD /v2/<name>/manifests/<tag>` of `image`
+/// (`host:port/name:tag`), or `None` when it answers otherwise.
+pub fn registry_digest(image: &str) -> Option<String> {
+    let (host, rest) = image.split_once('/').unwrap();
+    let (name, tag) = rest.rsplit_once(':').unwrap();
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    let accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
+    write!(conn, "HEAD /v2/{name}/manifests/{tag} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(conn)).map_while(Result::ok);
+    let status = lines.next()?;
+    if !status.contains(" 200 ") {
+        return None;
+    }
+    lines.take_while(|l| !l.is_empty()).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("docker-content-digest").then(|| v.trim().to_string())
+    })
+}

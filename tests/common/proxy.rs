@@ -110,6 +110,7 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
     let mut content_length = 0usize;
+    let mut chunked = false;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -122,12 +123,25 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
         if let Some(v) = lower.strip_prefix("content-length:") {
             content_length = v.trim().parse().unwrap_or(0);
         }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+            continue;
+        }
         if !lower.starts_with("connection:") {
             head.push(line);
         }
     }
-    let mut body = vec![0; content_length];
-    reader.read_exact(&mut body)?;
+    let body = if chunked {
+        // The engine uploads blobs with PATCH in chunked encoding (RFC 9112 §7.1); the body
+        // is forwarded whole, with a Content-Length.
+        let body = read_chunked(&mut reader)?;
+        head.push(format!("Content-Length: {}\r\n", body.len()));
+        body
+    } else {
+        let mut body = vec![0; content_length];
+        reader.read_exact(&mut body)?;
+        body
+    };
     let mut parts = head.first().map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default();
     parts.resize(2, String::new());
     let (fault, latency, extra) = {
@@ -147,6 +161,30 @@ fn serve(client: TcpStream, upstream: &str, shared: &Mutex<Shared>) -> std::io::
     match reply? {
         None => client.shutdown(std::net::Shutdown::Both),
         Some(bytes) => client.write_all(&bytes),
+    }
+}
+
+/// A chunked request body (RFC 9112 §7.1), its chunks joined; trailers are skipped.
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let size = line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size, 16).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if size == 0 {
+            loop {
+                let mut trailer = String::new();
+                if reader.read_line(&mut trailer)? == 0 || trailer == "\r\n" {
+                    return Ok(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = [0; 2];
+        reader.read_exact(&mut crlf)?;
     }
 }
 
