@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, offline: a local registry, a busybox base, two builds on it
-# (app is built on lib), freshen --once, a new base pushed, freshen --once again.
+# (app is built on lib, and tested), freshen --once, a new base pushed, freshen
+# --once again: rebuild → test → push → notify.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/engine.sh start
@@ -44,10 +45,14 @@ printf 'ARG BASE=%s/demo/base:1\nFROM $BASE\nRUN echo lib > /lib-layer\n' "$REG"
 printf 'FROM %s/demo/lib:latest\nRUN cat /etc/base-version > /app-built-on\n' "$REG" >"$WORK/app/Dockerfile"
 cat >"$WORK/config.json" <<JSON
 {
-  "options": {"interval": "5m", "parallelism": 2, "state_file": "state.json"},
+  "options": {
+    "interval": "5m", "parallelism": 2, "state_file": "state.json", "push": true,
+    "notify": [{"command": ["/bin/sh", "-c", "echo \"\$FRESHEN_EVENT \$(cat)\" >>$WORK/notify.log"], "events": ["pushed", "build_failed", "test_failed"]}]
+  },
   "builds": {
     "lib": {"dockerfile": "lib", "tags": ["$REG/demo/lib:latest"], "labels": {"freshen.demo": "$PORT"}},
-    "app": {"dockerfile": "app/Dockerfile", "tags": ["$REG/demo/app:latest"], "labels": {"freshen.demo": "$PORT"}}
+    "app": {"dockerfile": "app/Dockerfile", "tags": ["$REG/demo/app:latest"], "labels": {"freshen.demo": "$PORT"},
+            "test": {"command": ["grep", "-q", "^v", "/app-built-on"], "timeout": "1m"}}
   }
 }
 JSON
@@ -62,7 +67,11 @@ echo "== freshen --once (nothing changed: one HEAD, no build)"
 "$FRESHEN" -c "$WORK/config.json" --once
 echo "   registry requests: $(grep -c '"HEAD ' "$WORK/registry.log") HEAD, $(grep -c '"GET ' "$WORK/registry.log" || true) GET"
 push_base v2
-echo "== freshen --once (new base: lib, then app, rebuilt)"
+echo "== freshen --once (new base: lib, then app, rebuilt, app tested, both pushed)"
+: >"$WORK/notify.log"
 "$FRESHEN" -c "$WORK/config.json" --once
 echo "== app now contains: $(docker run --rm "$REG/demo/app:latest" cat /app-built-on)"
+echo "== the registry serves $REG/demo/app:latest at: $(curl -sI -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG/v2/demo/app/manifests/latest" | tr -d '\r' | grep -i docker-content-digest | cut -d' ' -f2)"
+echo "== notifications sent to the command:"
+sed -E 's/^([a-z_]+) .*"build":"([^"]+)".*"digest":"([^"]+)".*/   \1 \2 \3/' "$WORK/notify.log"
 docker ps -aq --filter "ancestor=$REG/demo/app:latest" | xargs -r docker rm -f >/dev/null

@@ -267,6 +267,8 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let reload_platform = platform.clone();
     // A reload that names another state file moves the lock there first, or is refused.
     let held = std::sync::Mutex::new((setup.config.options.state_file.clone(), lock));
+    let (notify, receivers) =
+        tokio::sync::watch::channel::<std::sync::Arc<[crate::config::Notify]>>(setup.config.options.notify.clone().into());
     let reloader: Reloader = Box::new(move || {
         let new = Setup::load(&path, Some(&reload_platform))?;
         let mut held = held.lock().expect("state lock holder");
@@ -274,10 +276,16 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
             let lock = crate::state::lock(&new.config.options.state_file).map_err(|e| e.to_string())?;
             *held = (new.config.options.state_file.clone(), lock);
         }
+        notify.send_replace(new.config.options.notify.clone().into());
         Ok(new)
     });
     let (status, _) = tokio::sync::watch::channel(Status::default());
-    let listeners = crate::listen::spawn(&status);
+    let mut listeners = crate::listen::spawn(&status);
+    if !mode.dry_run {
+        // Deliveries in flight when the loop ends get shutdown_grace to finish.
+        let drain = setup.config.options.shutdown_grace;
+        listeners.push(tokio::spawn(crate::notify::listen(status.subscribe(), receivers, drain)));
+    }
     let l = Loop { engine, engine_platform: platform, mode: Mode { once, ..mode }, triggers, reloader: Some(reloader), status };
     let report = watcher::run(setup, l).await;
     // The loop dropped the status sender: the listeners read the last report and end.

@@ -96,6 +96,11 @@ pub struct CycleReport {
     pub logs: BTreeMap<String, std::path::PathBuf>,
     /// Each build pushed this cycle → tag → the manifest digest the registry stored.
     pub pushed: BTreeMap<String, BTreeMap<String, String>>,
+    /// The image ID of each build built this cycle (its tags moved, or, after a
+    /// failed push, stayed), for notifications.
+    pub images: BTreeMap<String, String>,
+    /// Each build's tags, for notifications.
+    pub tags: BTreeMap<String, Vec<String>>,
 }
 
 impl CycleReport {
@@ -163,6 +168,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
     let mut outcomes = BTreeMap::new();
     let mut logs = BTreeMap::new();
     let mut pushed = BTreeMap::new();
+    let mut images = BTreeMap::new();
     if !input.dry_run && !plan.order.is_empty() {
         let in_order = |p: &&str| plan.order.iter().any(|o| o == p);
         let parents: HashMap<String, Vec<String>> = plan
@@ -208,8 +214,11 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
                 if !record.pushed.is_empty() {
                     pushed.insert(name.to_string(), record.pushed.clone());
                 }
-                if let (Some(id), false) = (&record.image_id, pending.contains_key(name)) {
-                    built.push((name.to_string(), id.clone()));
+                if let Some(id) = &record.image_id {
+                    images.insert(name.to_string(), id.clone());
+                    if !pending.contains_key(name) {
+                        built.push((name.to_string(), id.clone()));
+                    }
                 }
                 state.builds.insert(name.to_string(), record);
                 if let Err(e) = save(input, state) {
@@ -237,6 +246,8 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         builders: project.builds.iter().map(|(n, a)| (n.clone(), Builder::choose(a.build.builder, input.engine.has_buildkit()))).collect(),
         logs,
         pushed,
+        images,
+        tags: project.builds.iter().map(|(n, a)| (n.clone(), a.build.tags.iter().map(ToString::to_string).collect())).collect(),
     }
 }
 

@@ -42,8 +42,9 @@
 //!   inputs, shutdown) and way out ([`trigger::Status`] on a watch channel).
 //!   A new trigger (HTTP) sends on it.
 //! - [`watcher`]: the loop: start, one cycle at a time, reload, shutdown.
-//! - `listen`: listeners on the status channel: sd_notify, the cycle summary.
-//!   Metrics and notifications go here.
+//! - `listen`: listeners on the status channel: sd_notify, the cycle summary;
+//!   `notify`: notifications to webhooks and commands, from a bounded queue with retries.
+//!   Metrics go here.
 //! - [`cli`], `output`, `explain`: the command line and what it prints.
 //!
 //! Dependencies point one way: the pure core imports nothing from the edges or
@@ -69,6 +70,7 @@ pub mod fuzzing;
 pub mod graph;
 pub mod input;
 mod listen;
+mod notify;
 mod output;
 pub mod plan;
 pub mod project;

@@ -97,6 +97,7 @@ impl World {
             builder: freshen::config::BuilderChoice::Auto,
             keep_logs: 10,
             keep_previous: 1,
+            notify: Vec::new(),
             push: false,
             push_timeout: Duration::from_secs(60),
             warnings: Vec::new(),

@@ -88,6 +88,7 @@ const ROWS: &[Row] = &[
     row("builds/push", "push.rs::a_build_s_push_overrides_the_option", "\"push\""),
     row("options/push_timeout", "push.rs::a_refused_push_is_push_failed_skips_the_children_and_the_next_cycle_pushes", "\"push_timeout\""),
     row("options/keep_previous", "cleanup.rs::previous_images_beyond_keep_previous_are_removed_unless_in_use", "\"keep_previous\""),
+    row("options/notify", "notify.rs::webhook_and_command_get_each_event_signed_retried_after_a_500_and_without_secrets", "\"notify\""),
     row("builds/test", "gate.rs::a_passing_test_moves_the_tags_and_pushes_and_a_failing_one_moves_nothing", "\"test\""),
     row("registries/insecure", "options_engine.rs::insecure_reaches_a_plain_http_registry_that_is_not_on_loopback", "\"insecure\""),
     row("registries/ca_file", "options_engine.rs::ca_file_trusts_a_registry_certificate_from_that_ca", "\"ca_file\""),

@@ -114,3 +114,25 @@ fn a_build_s_push_overrides_the_option() {
     assert_eq!(registry_digest(&local), None, "\"push\": false on the build keeps it local");
     assert_eq!(registry_digest(&public).as_deref(), build_of(&r, "public")["digest"].as_str());
 }
+
+#[test]
+fn a_push_refused_with_401_is_push_failed_with_the_registry_s_words() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("push401");
+    let proxy = Proxy::start(&env.registry.addr);
+    env.push_base("base:1", "v1");
+    let app = format!("{}/{}/app:1", proxy.addr, env.prefix);
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN echo app > /app\n", env.image("base:1")));
+    env.config(json!({"push": true, "push_timeout": "1m"}), json!({"app": {"dockerfile": "app", "tags": [app]}}));
+    proxy.fail_always(Some(Fault::Status(401, None)));
+    let started = std::time::Instant::now();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = report(&out);
+    assert_eq!(build_of(&r, "app")["status"], "push_failed", "{}", r["builds"]);
+    let error = r["outcomes"]["app"]["error"].as_str().unwrap();
+    assert!(error.contains(&format!("push of {app} failed")) && error.to_lowercase().contains("unauthorized"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(55), "a 401 is not retried until push_timeout");
+}

@@ -5,11 +5,13 @@
 //! which names the file and a JSON pointer or line, and which the CLI turns into
 //! exit code 2.
 
+mod notify;
 mod options;
 pub mod schema;
 mod secrets;
 mod test_gate;
 
+pub use notify::{Event, Notify, Receiver};
 use options::{builder, resolve_options, watch_stages};
 pub use options::{BuilderChoice, LogFormat, Options};
 pub use secrets::{SecretValue, MAX_SECRET_BYTES};
@@ -355,10 +357,10 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
 }
 
 /// Largest `password_file` read, in bytes (64 KiB): a password or a token, never more.
-const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
+pub(super) const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
 
 /// The regular file at `path` as UTF-8 text, at most `limit` bytes.
-fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, String> {
+pub(super) fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, String> {
     let bytes = crate::files::read_regular(path, limit, what).map_err(|e| e.to_string())?;
     String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
 }

@@ -76,6 +76,8 @@ pub struct Options {
     pub push: bool,
     /// Longest one tag's push may take (default 10 min): the engine retries a failing upload for minutes.
     pub push_timeout: Duration,
+    /// Where notifications of builds, pushes and checks go (`notify`): webhooks and commands.
+    pub notify: Vec<super::notify::Notify>,
     /// Previous images of each build kept after its tags move (default 1), for a rollback;
     /// older ones that no tag or container uses are removed.
     pub keep_previous: u32,
@@ -195,6 +197,7 @@ pub(super) fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) 
         rate_limit_reserve: raw.get("rate_limit_reserve").and_then(Value::as_u64).unwrap_or(10),
         push: raw.get("push").and_then(Value::as_bool).unwrap_or(false),
         push_timeout: duration(raw, "push_timeout", Duration::from_secs(600), v),
+        notify: super::notify::resolve(raw, base_dir, v),
         keep_previous: raw.get("keep_previous").and_then(Value::as_u64).map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         keep_logs: raw.get("keep_logs").and_then(Value::as_u64).map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         warnings,
