@@ -113,6 +113,13 @@ impl CycleReport {
             || self.outcomes.values().any(|o| matches!(o, Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled))
     }
 
+    /// The digest every tag of build `name` was pushed to this cycle, when they all went to one.
+    pub fn digest(&self, name: &str) -> Option<&str> {
+        let mut digests = self.pushed.get(name)?.values();
+        let first = digests.next()?;
+        digests.all(|d| d == first).then_some(first.as_str())
+    }
+
     /// Counts: (rebuilt, failed, skipped).
     pub fn counts(&self) -> (usize, usize, usize) {
         let c = |f: fn(&Outcome) -> bool| self.outcomes.values().filter(|o| f(o)).count();
@@ -208,8 +215,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         };
         let mut built = Vec::new();
         let done = |name: &str, outcome: &Outcome, record: Option<state::BuildRecord>| {
-            let log = builder.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
-            log_finished(name, outcome, log.as_deref(), &redactor);
+            log_finished(name, outcome, builder.log_of(name).as_deref(), &redactor);
             if let Some(record) = record {
                 if !record.pushed.is_empty() {
                     pushed.insert(name.to_string(), record.pushed.clone());
@@ -232,7 +238,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         for (name, id) in &built {
             builder.clean(name, id).await;
         }
-        logs = std::mem::take(&mut *builder.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        logs = builder.take_logs();
     }
     CycleReport {
         checks: checks.inputs,

@@ -41,20 +41,24 @@ pub async fn systemd(mut rx: watch::Receiver<Status>) {
     }
 }
 
+/// The report of a cycle that ended since the listener last saw cycle `seen`
+/// (which it moves on), and how many cycles ended before that one unread: the
+/// watch channel keeps only the newest status.
+pub fn new_report(rx: &mut watch::Receiver<Status>, seen: &mut u64) -> (Option<std::sync::Arc<CycleReport>>, u64) {
+    let s = rx.borrow_and_update();
+    if s.cycles <= *seen {
+        return (None, 0);
+    }
+    let missed = if *seen > 0 { s.cycles - *seen - 1 } else { 0 };
+    *seen = s.cycles;
+    (s.last.clone(), missed)
+}
+
 /// Logs each finished cycle once (`event=cycle_finished`), then releases free memory.
 pub async fn summary(mut rx: watch::Receiver<Status>) {
     let mut seen = 0;
     loop {
-        let report = {
-            let s = rx.borrow_and_update();
-            if s.cycles > seen {
-                seen = s.cycles;
-                s.last.clone()
-            } else {
-                None
-            }
-        };
-        if let Some(r) = report {
+        if let (Some(r), _) = new_report(&mut rx, &mut seen) {
             log_summary(&r);
             release_free_memory();
         }

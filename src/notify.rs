@@ -44,12 +44,8 @@ pub fn notifications(report: &CycleReport, failing: &mut BTreeSet<Input>) -> Vec
     let mut out = Vec::new();
     for (name, outcome) in &report.outcomes {
         let decision = &report.decisions[name];
-        let pushed = report.pushed.get(name);
-        let digest = pushed.and_then(|p| {
-            let mut d = p.values();
-            let first = d.next()?;
-            d.all(|x| x == first).then_some(first.clone())
-        });
+        let pushed = report.pushed.contains_key(name);
+        let digest = report.digest(name);
         let payload = |event: Event, error: Option<&BuildError>| {
             json!({
                 "event": event.to_string(),
@@ -69,7 +65,7 @@ pub fn notifications(report: &CycleReport, failing: &mut BTreeSet<Input>) -> Vec
                 if !push_only {
                     out.push((Event::BuildSucceeded, payload(Event::BuildSucceeded, None)));
                 }
-                if pushed.is_some() {
+                if pushed {
                     out.push((Event::Pushed, payload(Event::Pushed, None)));
                 }
             }
@@ -119,19 +115,14 @@ pub async fn listen(mut rx: watch::Receiver<Status>, receivers: watch::Receiver<
     let mut deliveries = JoinSet::new();
     let (mut seen, mut failing) = (0, BTreeSet::new());
     loop {
-        let report = {
-            let s = rx.borrow_and_update();
-            let new = (s.cycles > seen).then(|| s.last.clone()).flatten();
-            if s.cycles > seen + 1 && seen > 0 {
-                tracing::warn!(
-                    event = "notify_missed",
-                    cycles = s.cycles - seen - 1,
-                    "cycles ended faster than notifications were read; their notifications are not sent"
-                );
-            }
-            seen = s.cycles;
-            new
-        };
+        let (report, missed) = crate::listen::new_report(&mut rx, &mut seen);
+        if missed > 0 {
+            tracing::warn!(
+                event = "notify_missed",
+                cycles = missed,
+                "cycles ended faster than notifications were read; their notifications are not sent"
+            );
+        }
         if let Some(report) = report {
             let targets = receivers.borrow().clone();
             for (event, payload) in notifications(&report, &mut failing) {

@@ -116,7 +116,7 @@ pub fn report_json(report: &CycleReport) -> Value {
             }
             if let Some(pushed) = report.pushed.get(name) {
                 b["pushed"] = json!(pushed);
-                if let Some(d) = one_digest(pushed) {
+                if let Some(d) = report.digest(name) {
                     b["digest"] = d.into();
                 }
             }
@@ -169,7 +169,7 @@ pub fn print_report(report: &CycleReport, json: bool) {
             line.push_str(&format!(" in {s:.1}s"));
         }
         if let Some(pushed) = report.pushed.get(name) {
-            match one_digest(pushed) {
+            match report.digest(name) {
                 Some(d) if status == "pushed" => line.push_str(&format!(", {d}")),
                 Some(d) => line.push_str(&format!(", pushed {d}")),
                 None => {
@@ -188,13 +188,6 @@ pub fn print_report(report: &CycleReport, json: bool) {
         }
         println!("{line}");
     }
-}
-
-/// The digest every pushed tag points to, when they all point to one.
-fn one_digest(pushed: &std::collections::BTreeMap<String, String>) -> Option<&str> {
-    let mut digests = pushed.values();
-    let first = digests.next()?;
-    digests.all(|d| d == first).then_some(first.as_str())
 }
 
 /// Prints `freshen plan`; returns 1 when a build has an error, else 0.

@@ -21,7 +21,7 @@ impl Rebuild {
     /// carries `record` marked `push_pending`, so that the next cycle pushes again.
     pub async fn push(&self, name: &str, mut record: BuildRecord) -> Result<BuildRecord, Failure<BuildRecord>> {
         let tags = &self.project.builds[name].build.tags;
-        let log = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
+        let log = self.log_of(name);
         record.pushed.clear();
         for tag in tags {
             match self.push_tag(tag).await {
@@ -33,9 +33,10 @@ impl Rebuild {
                     record.pushed.insert(tag.to_string(), digest);
                 }
                 Err(error) => {
-                    tracing::warn!(event = "push_failed", build = %name, tag = %tag, error = %self.project.builds[name].build.redactor().show(&error), "push failed; the next cycle pushes again without building");
+                    let shown = self.project.builds[name].build.redactor().show(&error);
+                    tracing::warn!(event = "push_failed", build = %name, tag = %tag, error = %shown, "push failed; the next cycle pushes again without building");
                     if let Some(path) = &log {
-                        buildlog::append(path, &format!("# {}\n", self.project.builds[name].build.redactor().show(&error)));
+                        buildlog::append(path, &format!("# {shown}\n"));
                     }
                     record.push_pending = true;
                     return Err(Failure { error, value: Some(record) });
@@ -61,37 +62,32 @@ impl Rebuild {
     /// `current`: of the images carrying freshen's labels for this build (its
     /// name and first tag), all but `current` and the newest `keep_previous`
     /// are removed, unless a tag or a container still uses them (the engine
-    /// refuses those, and they stay). Returns the IDs removed. Failures are
-    /// logged, never returned: cleanup never fails a build.
-    pub async fn clean(&self, name: &str, current: &str) -> Vec<String> {
-        let Some(first) = self.project.builds[name].build.tags.first() else { return Vec::new() };
+    /// refuses those, and they stay). Each removal is logged (`image_removed`);
+    /// failures are logged, never returned: cleanup never fails a build.
+    pub async fn clean(&self, name: &str, current: &str) {
+        let Some(first) = self.project.builds[name].build.tags.first() else { return };
         let first = first.to_string();
         let images = match self.engine.images_labelled(&[(LABEL_BUILD, name), (LABEL_TAG, &first)]).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(event = "cleanup_failed", build = %name, error = %e, "could not list the build's previous images");
-                return Vec::new();
+                return;
             }
         };
         let mut previous: Vec<_> = images.into_iter().filter(|i| i.id != current).collect();
         previous.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        let mut removed = Vec::new();
         for image in previous.into_iter().skip(self.keep_previous as usize) {
             if !image.tags.is_empty() {
                 tracing::debug!(event = "image_kept", build = %name, image = %image.id, tags = %image.tags.join(", "), "kept: still tagged");
                 continue;
             }
             match self.engine.remove_image(&image.id).await {
-                Ok(true) => {
-                    tracing::info!(event = "image_removed", build = %name, image = %image.id, "removed a previous image");
-                    removed.push(image.id);
-                }
+                Ok(true) => tracing::info!(event = "image_removed", build = %name, image = %image.id, "removed a previous image"),
                 Ok(false) => tracing::debug!(event = "image_kept", build = %name, image = %image.id, "kept: in use"),
                 Err(e) => {
                     tracing::warn!(event = "cleanup_failed", build = %name, image = %image.id, error = %e, "could not remove a previous image")
                 }
             }
         }
-        removed
     }
 }

@@ -67,6 +67,16 @@ pub fn labels_record(info: &ImageInfo) -> Option<BTreeMap<Input, String>> {
 }
 
 impl Rebuild {
+    /// The saved log of build `name` this cycle, when it has one.
+    pub fn log_of(&self, name: &str) -> Option<PathBuf> {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Every build's saved log this cycle, for the report; `written` is left empty.
+    pub fn take_logs(&self) -> BTreeMap<String, PathBuf> {
+        std::mem::take(&mut *self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     /// Pulls what changed, builds `name` with freshen's labels, and returns the
     /// record of what it was built from. `compared` is the plan's view of the
     /// build's inputs, whose current digests are the ones recorded.

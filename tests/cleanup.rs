@@ -18,6 +18,14 @@ fn app_images(env: &Env) -> Vec<String> {
     ids
 }
 
+/// A world named `name` with build `app` on `base:1` and `keep_previous`; the base is pushed by [`rebuild`].
+fn app_on_base(name: &str, keep_previous: u32) -> Env {
+    let env = Env::new(name);
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /app-version\n", env.image("base:1")));
+    env.config(json!({"keep_previous": keep_previous}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    env
+}
+
 /// Pushes base v`n` and runs one cycle; returns app's new image ID.
 fn rebuild(env: &Env, n: usize) -> String {
     env.push_base("base:1", &format!("v{n}"));
@@ -37,9 +45,7 @@ fn previous_images_beyond_keep_previous_are_removed_unless_in_use() {
     if !engine_available() {
         return;
     }
-    let env = Env::new("cleanup");
-    env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /app-version\n", env.image("base:1")));
-    env.config(json!({"keep_previous": 1}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let env = app_on_base("cleanup", 1);
     let first = rebuild(&env, 1);
     // Another config's build named app (another first tag), untagged: not this build's to remove.
     env.write(
@@ -74,9 +80,7 @@ fn keep_previous_0_keeps_only_the_current_image_and_a_tagged_previous_one_stays(
     if !engine_available() {
         return;
     }
-    let env = Env::new("cleanupzero");
-    env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /app-version\n", env.image("base:1")));
-    env.config(json!({"keep_previous": 0}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    let env = app_on_base("cleanupzero", 0);
     let first = rebuild(&env, 1);
     // A user's rollback tag on the first image keeps it.
     let rollback = env.image("app:rollback");

@@ -119,35 +119,6 @@ impl DockerEngine {
 }
 
 impl DockerEngine {
-    /// Points every tag at `id`, or none: if one tag fails, the tags already
-    /// moved are put back on the images they pointed to before (or removed where there was none).
-    async fn tag_all(&self, id: &str, tags: &[ImageRef]) -> Result<(), EngineError> {
-        let mut previous = Vec::with_capacity(tags.len());
-        for tag in tags {
-            previous.push(self.inspect(tag.as_str()).await?.map(|i| i.id));
-        }
-        for (k, tag) in tags.iter().enumerate() {
-            if let Err(e) = self.tag(id, tag).await {
-                for (moved, prev) in tags[..k].iter().zip(&previous) {
-                    let undo = match prev {
-                        Some(p) => self.tag(p, moved).await,
-                        None => self
-                            .docker
-                            .remove_image(moved.as_str(), Some(RemoveImageOptions { noprune: true, ..Default::default() }), None)
-                            .await
-                            .map(drop)
-                            .map_err(map_err),
-                    };
-                    if let Err(u) = undo {
-                        tracing::error!(event = "tag_restore_failed", tag = %moved, error = %u, "could not put a tag back after a failed tagging; the next cycle rebuilds and retags");
-                    }
-                }
-                return Err(EngineError::Api(format!("tagging {tag} failed, no tag was moved: {e}")));
-            }
-        }
-        Ok(())
-    }
-
     async fn tag(&self, id: &str, tag: &ImageRef) -> Result<(), EngineError> {
         let options = TagImageOptions { repo: Some(tag.name()), tag: tag.tag().map(str::to_string) };
         self.docker.tag_image(id, Some(options)).await.map_err(map_err)
@@ -311,8 +282,33 @@ impl Engine for DockerEngine {
         Ok(id)
     }
 
+    // If one tag fails, the tags already moved go back to the images they pointed to
+    // before, or are removed where there was none.
     async fn move_tags(&self, id: &str, tags: &[ImageRef]) -> Result<(), EngineError> {
-        self.tag_all(id, tags).await
+        let mut previous = Vec::with_capacity(tags.len());
+        for tag in tags {
+            previous.push(self.inspect(tag.as_str()).await?.map(|i| i.id));
+        }
+        for (k, tag) in tags.iter().enumerate() {
+            if let Err(e) = self.tag(id, tag).await {
+                for (moved, prev) in tags[..k].iter().zip(&previous) {
+                    let undo = match prev {
+                        Some(p) => self.tag(p, moved).await,
+                        None => self
+                            .docker
+                            .remove_image(moved.as_str(), Some(RemoveImageOptions { noprune: true, ..Default::default() }), None)
+                            .await
+                            .map(drop)
+                            .map_err(map_err),
+                    };
+                    if let Err(u) = undo {
+                        tracing::error!(event = "tag_restore_failed", tag = %moved, error = %u, "could not put a tag back after a failed tagging; the next cycle rebuilds and retags");
+                    }
+                }
+                return Err(EngineError::Api(format!("tagging {tag} failed, no tag was moved: {e}")));
+            }
+        }
+        Ok(())
     }
 
     async fn run_test(&self, request: &TestRequest) -> Result<TestResult, EngineError> {
