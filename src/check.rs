@@ -81,12 +81,14 @@ impl Checker<'_> {
                     });
                     let (seen, rate_limit) = match deferred {
                         Some(p) => (Ok(p.clone()), None),
+                        // Out of a trigger's scope and never seen: not checked now (a hook costs only its own images).
+                        None if out_of_scope => (Err(CheckError::NotChecked), None),
                         None => match self.check_image(image, prior, now).await {
                             Ok((o, r)) => (Ok(o), r),
                             Err(e) => (Err(e), None),
                         },
                     };
-                    let check = Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() };
+                    let check = Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() || out_of_scope };
                     (input.clone(), check, rate_limit)
                 }
             })

@@ -190,7 +190,7 @@ fn spawn_signal_handler(triggers: Triggers) {
                 _ = int.recv() => {}
                 _ = hup.recv() => {
                     tracing::info!(event = "reload_requested", "SIGHUP: reloading the config after the running cycle");
-                    triggers.send(Trigger::Reload);
+                    triggers.send_from(crate::metrics::Source::Signal, Trigger::Reload);
                     continue;
                 }
             }
@@ -233,9 +233,26 @@ async fn remove_stale_test_containers(engine: &dyn crate::engine::Engine, state_
     }
 }
 
+/// Applies a reloaded config's server options: a new token takes effect at
+/// once; a new `listen` (or none) only at the next start, which the log says.
+fn reload_server(
+    running: Option<&crate::config::Server>,
+    new: Option<&crate::config::Server>,
+    token: &tokio::sync::watch::Sender<Option<crate::credentials::Secret>>,
+) {
+    let listen = |s: Option<&crate::config::Server>| s.map_or_else(|| "off".to_string(), |s| s.listen.to_string());
+    if running.map(|s| s.listen) != new.map(|s| s.listen) {
+        tracing::warn!(event = "listen_unchanged", running = %listen(running), new = %listen(new), "options.listen changes take effect at the next start");
+    }
+    if let (Some(_), Some(new)) = (running, new) {
+        token.send_replace(new.token.clone());
+    }
+}
+
 async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format: Format) -> i32 {
     let cancel = CancellationToken::new();
-    let triggers = Triggers::new(cancel.clone());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let triggers = Triggers::new(cancel.clone()).with_metrics(metrics.clone());
     spawn_signal_handler(triggers.clone());
     let once = mode.once || mode.dry_run;
     // Held until the loop ends: a second freshen on this state file would build everything twice.
@@ -250,7 +267,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     if stale > 0 {
         tracing::info!(event = "stale_temp_files_removed", count = stale, "removed temporary state files a killed freshen left");
     }
-    let Started { engine, platform, setup } = match watcher::start(config, once, &cancel).await {
+    let Started { engine, platform, setup } = match watcher::start(config, once, &cancel, Some(metrics.clone())).await {
         Ok(s) => s,
         Err(StartError::Engine(e)) if cancel.is_cancelled() => {
             tracing::info!(event = "stopped", error = %e, "stopped before the engine answered");
@@ -265,18 +282,32 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     }
     let path = path.to_path_buf();
     let reload_platform = platform.clone();
+    let server = setup.config.options.server.clone().filter(|_| !once);
+    let (token, token_rx) = tokio::sync::watch::channel(server.as_ref().and_then(|s| s.token.clone()));
+    let listener = match &server {
+        Some(s) => match crate::server::bind(s.listen).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("freshen: {e}");
+                return EXIT_FAILED;
+            }
+        },
+        None => None,
+    };
+    let observer = metrics.clone();
     // A reload that names another state file moves the lock there first, or is refused.
     let held = std::sync::Mutex::new((setup.config.options.state_file.clone(), lock));
     let (notify, receivers) =
         tokio::sync::watch::channel::<std::sync::Arc<[crate::config::Notify]>>(setup.config.options.notify.clone().into());
     let reloader: Reloader = Box::new(move || {
-        let new = Setup::load(&path, Some(&reload_platform))?;
+        let new = Setup::load(&path, Some(&reload_platform), Some(observer.clone()))?;
         let mut held = held.lock().expect("state lock holder");
         if new.config.options.state_file != held.0 {
             let lock = crate::state::lock(&new.config.options.state_file).map_err(|e| e.to_string())?;
             *held = (new.config.options.state_file.clone(), lock);
         }
         notify.send_replace(new.config.options.notify.clone().into());
+        reload_server(server.as_ref(), new.config.options.server.as_ref(), &token);
         Ok(new)
     });
     let (status, _) = tokio::sync::watch::channel(Status::default());
@@ -286,8 +317,22 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
         let drain = setup.config.options.shutdown_grace;
         listeners.push(tokio::spawn(crate::notify::listen(status.subscribe(), receivers, drain)));
     }
-    let l = Loop { engine, engine_platform: platform, mode: Mode { once, ..mode }, triggers, reloader: Some(reloader), status };
+    let server_stop = CancellationToken::new();
+    if let Some(listener) = listener {
+        let shared = crate::server::Shared::new(triggers.clone(), status.subscribe(), metrics.clone(), token_rx, engine.clone());
+        listeners.push(tokio::spawn(crate::server::serve(listener, std::sync::Arc::new(shared), server_stop.clone())));
+    }
+    let l = Loop {
+        engine,
+        engine_platform: platform,
+        mode: Mode { once, ..mode },
+        triggers,
+        reloader: Some(reloader),
+        status,
+        metrics: Some(metrics),
+    };
     let report = watcher::run(setup, l).await;
+    server_stop.cancel();
     // The loop dropped the status sender: the listeners read the last report and end.
     for h in listeners {
         let _ = h.await;

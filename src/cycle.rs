@@ -101,6 +101,8 @@ pub struct CycleReport {
     pub images: BTreeMap<String, String>,
     /// Each build's tags, for notifications.
     pub tags: BTreeMap<String, Vec<String>>,
+    /// `RateLimit-Remaining` that each registry sent this cycle, for metrics.
+    pub rate_limits: BTreeMap<String, u64>,
 }
 
 impl CycleReport {
@@ -145,6 +147,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         only: input.only.as_ref(),
     };
     let checks = checker.check_all(state, state::now_secs()).await;
+    let rate_limits = checks.rate_limits.iter().map(|(r, rec)| (r.clone(), rec.remaining)).collect();
     log_checks(&checks.inputs, &redactor);
     let existing = inspect_outputs(input).await;
     let plan = plan::plan(&PlanInput {
@@ -254,6 +257,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         pushed,
         images,
         tags: project.builds.iter().map(|(n, a)| (n.clone(), a.build.tags.iter().map(ToString::to_string).collect())).collect(),
+        rate_limits,
     }
 }
 

@@ -214,9 +214,10 @@ impl CheckError {
         }
     }
 
-    /// True for a real failure: not a parent's tag that this cycle builds first.
+    /// True for a real failure: not a parent's tag that this cycle builds first,
+    /// nor an input a triggered cycle left for later.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, CheckError::NotBuilt { .. })
+        !matches!(self, CheckError::NotBuilt { .. } | CheckError::NotChecked)
     }
 }
 

@@ -22,7 +22,7 @@ use crate::watcher::{load_state, start, StartError, Started};
 /// [`StartError`] when the engine cannot be reached or the config does not resolve.
 pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, StartError> {
     let cancel = CancellationToken::new();
-    let Started { engine, platform, setup } = start(config, true, &cancel).await?;
+    let Started { engine, platform, setup } = start(config, true, &cancel, None).await?;
     let opts = &setup.config.options;
     let mut state = load_state(&opts.state_file, false);
     let project = Arc::new(setup.project);

@@ -82,7 +82,7 @@ pub fn notifications(report: &CycleReport, failing: &mut BTreeSet<Input>) -> Vec
             Outcome::Skipped { .. } | Outcome::Cancelled => {}
         }
     }
-    for (input, check) in &report.checks {
+    for (input, check) in report.checks.iter().filter(|(_, c)| !c.deferred) {
         let now_failing = check.seen.as_ref().is_err_and(|e| e.is_failure());
         let changed = if now_failing { failing.insert(input.clone()) } else { failing.remove(input) };
         if !changed {

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cycle::CycleReport;
 use crate::input::Input;
+use crate::metrics::{Metrics, Source};
+use crate::project::Project;
 
 /// Something that asks the loop to act.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,12 +83,31 @@ pub struct Triggers {
     wake: Arc<Notify>,
     /// Fired by [`Trigger::Shutdown`], so that a running cycle stops starting builds at once.
     cancel: CancellationToken,
+    /// Counts each trigger by source (`freshen_triggers_total`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Triggers {
     /// A channel whose [`Trigger::Shutdown`] fires `cancel`.
     pub fn new(cancel: CancellationToken) -> Triggers {
-        Triggers { pending: Arc::default(), wake: Arc::new(Notify::new()), cancel }
+        Triggers { pending: Arc::default(), wake: Arc::new(Notify::new()), cancel, metrics: None }
+    }
+
+    /// The same channel, counting triggers in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Triggers {
+        Triggers { metrics: Some(metrics), ..self }
+    }
+
+    /// Sends `t` from `source`, and counts it.
+    pub fn send_from(&self, source: Source, t: Trigger) {
+        self.count(source);
+        self.send(t);
+    }
+
+    fn count(&self, source: Source) {
+        if let Some(m) = &self.metrics {
+            m.trigger(source);
+        }
     }
 
     /// Sends `t`: merged with whatever is pending, and the loop woken.
@@ -121,6 +142,7 @@ impl Triggers {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
+                    self.count(Source::Interval);
                     let mut p = self.take();
                     p.tick = true;
                     return p;
@@ -159,7 +181,7 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// What the loop publishes: its phase, and the last cycle's report.
+/// What the loop publishes: its phase, the last cycle's report, and what it runs with.
 #[derive(Debug, Clone)]
 pub struct Status {
     /// What the loop is doing now.
@@ -168,11 +190,27 @@ pub struct Status {
     pub cycles: u64,
     /// The last cycle's report.
     pub last: Option<Arc<CycleReport>>,
+    /// When the last cycle finished: `/readyz` wants one within two intervals.
+    pub finished_at: Option<tokio::time::Instant>,
+    /// The project the loop runs with (replaced on reload): webhooks match pushed images against its inputs.
+    pub project: Option<Arc<Project>>,
+    /// The interval the loop runs with (`options.interval`).
+    pub interval: std::time::Duration,
+    /// When the next full check is due without a trigger, seconds since the Unix epoch (`/v1/status`).
+    pub next_check_at: Option<u64>,
 }
 
 impl Default for Status {
     fn default() -> Self {
-        Status { phase: Phase::Starting, cycles: 0, last: None }
+        Status {
+            phase: Phase::Starting,
+            cycles: 0,
+            last: None,
+            finished_at: None,
+            project: None,
+            interval: std::time::Duration::from_secs(300),
+            next_check_at: None,
+        }
     }
 }
 

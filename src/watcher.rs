@@ -16,8 +16,9 @@ use crate::credentials::Registries;
 use crate::cycle::{self, CycleInput, CycleReport};
 use crate::engine::{DockerEngine, Engine, EngineError};
 use crate::project::Project;
-use crate::registry::{HttpRegistry, Registry};
+use crate::registry::{HttpRegistry, Observer, Registry};
 use crate::state::{self, Loaded, State};
+use crate::metrics::Metrics;
 use crate::trigger::{Phase, Status, Triggers};
 
 /// How to run.
@@ -103,10 +104,10 @@ pub struct Started {
 /// # Errors
 /// [`StartError::Engine`] when the engine cannot be reached, [`StartError::Config`]
 /// when the config does not resolve.
-pub async fn start(config: Config, once: bool, cancel: &CancellationToken) -> Result<Started, StartError> {
+pub async fn start(config: Config, once: bool, cancel: &CancellationToken, observer: Option<Arc<dyn Observer>>) -> Result<Started, StartError> {
     let engine: Arc<dyn Engine> = Arc::new(connect_engine(&config.registries, once, cancel).await.map_err(StartError::Engine)?);
     let platform = engine.platform().await.unwrap_or_else(|_| crate::dockerfile::host_platform());
-    let setup = Setup::from_config(config, Some(&platform)).map_err(StartError::Config)?;
+    let setup = Setup::from_config(config, Some(&platform), observer).map_err(StartError::Config)?;
     Ok(Started { engine, platform, setup })
 }
 
@@ -121,23 +122,29 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Loads the config at `path` and resolves it with the engine's `platform`.
+    /// Loads the config at `path` and resolves it with the engine's `platform`
+    /// (see [`Setup::from_config`]).
     ///
     /// # Errors
     /// The config error, a dependency cycle, or a bad `ca_file`, as one message.
-    pub fn load(path: &std::path::Path, platform: Option<&str>) -> Result<Setup, String> {
-        Setup::from_config(crate::config::load(path).map_err(|e| e.to_string())?, platform)
+    pub fn load(path: &std::path::Path, platform: Option<&str>, observer: Option<Arc<dyn Observer>>) -> Result<Setup, String> {
+        Setup::from_config(crate::config::load(path).map_err(|e| e.to_string())?, platform, observer)
     }
 
-    /// Resolves `config` against its Dockerfiles with the engine's `platform`.
+    /// Resolves `config` against its Dockerfiles with the engine's `platform`; the
+    /// registry client tells `observer` (metrics) of every request it sends.
     ///
     /// # Errors
     /// A dependency cycle, or a bad `ca_file`, as one message.
-    pub fn from_config(config: Config, platform: Option<&str>) -> Result<Setup, String> {
+    pub fn from_config(config: Config, platform: Option<&str>, observer: Option<Arc<dyn Observer>>) -> Result<Setup, String> {
         let texts = crate::project::read_dockerfiles(&config);
         let project = crate::project::analyse(&config, &texts, platform).map_err(|e| format!("{}: {e}", config.path.display()))?;
         let registry = HttpRegistry::new(config.options.registry_timeout, config.registries.clone())
             .map_err(|e| format!("{}: {e}", config.path.display()))?;
+        let registry = match observer {
+            Some(o) => registry.with_observer(o),
+            None => registry,
+        };
         Ok(Setup { config, project, registry: Arc::new(registry) })
     }
 }
@@ -159,6 +166,8 @@ pub struct Loop {
     pub reloader: Option<Reloader>,
     /// Where each cycle's report and the loop's phase are published.
     pub status: watch::Sender<Status>,
+    /// Records each cycle's report, right after the cycle, so that none is missed.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Runs cycles with `setup`, one at a time, until a shutdown or, with
@@ -175,6 +184,7 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
     let cancel = l.triggers.cancel().clone();
     let (mut first, mut scope) = (true, None);
     let mut next_tick = tokio::time::Instant::now();
+    current.publish(&l.status);
     loop {
         let opts = &current.config.options;
         let full = scope.is_none();
@@ -202,10 +212,14 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
         };
         l.status.send_modify(|s| s.phase = Phase::Cycle);
         let report = Arc::new(cycle::run(&input, &mut state).instrument(tracing::info_span!("cycle")).await);
+        if let Some(m) = &l.metrics {
+            m.record(&report);
+        }
         l.status.send_modify(|s| {
             s.phase = Phase::Idle;
             s.cycles += 1;
             s.last = Some(report.clone());
+            s.finished_at = Some(tokio::time::Instant::now());
         });
         // The runtime has one thread: yielding lets the listeners read this report before the next cycle starts.
         tokio::task::yield_now().await;
@@ -224,6 +238,8 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
             .recheck_at
             .map(|at| tokio::time::Instant::from(crate::deadline::after(Duration::from_secs(at.saturating_sub(state::now_secs())))));
         let deadline = settle_end.map_or(next_tick, |s| s.min(next_tick));
+        let due = state::now_secs() + deadline.saturating_duration_since(tokio::time::Instant::now()).as_secs();
+        l.status.send_modify(|s| s.next_check_at = Some(due));
         let pending = l.triggers.wait(deadline).await;
         if pending.shutdown {
             l.status.send_modify(|s| s.phase = Phase::Stopping);
@@ -240,6 +256,7 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
                         }
                         tracing::info!(event = "config_reloaded", builds = new.config.builds.len(), "config reloaded");
                         current = Current::new(new);
+                        current.publish(&l.status);
                     }
                     Err(e) => tracing::error!(event = "config_refused", error = %e, "new config refused; the old one keeps running"),
                 }
@@ -261,5 +278,13 @@ struct Current {
 impl Current {
     fn new(s: Setup) -> Self {
         Current { config: s.config, project: Arc::new(s.project), registry: s.registry }
+    }
+
+    /// Publishes the project and interval the loop now runs with.
+    fn publish(&self, status: &watch::Sender<Status>) {
+        status.send_modify(|s| {
+            s.project = Some(self.project.clone());
+            s.interval = self.config.options.interval;
+        });
     }
 }

@@ -100,6 +100,7 @@ impl World {
             notify: Vec::new(),
             push: false,
             push_timeout: Duration::from_secs(60),
+            server: None,
             warnings: Vec::new(),
         };
         let config = Config { path: dir.path().join("config.json"), options, builds: config_builds, registries: Default::default() };
@@ -391,6 +392,7 @@ async fn triggers_during_a_cycle_make_one_follow_up_that_checks_only_the_inputs_
         triggers: triggers.clone(),
         reloader: None,
         status,
+        metrics: None,
     };
     let drive = async {
         rx.wait_for(|s| s.cycles == 2 && s.phase == Phase::Idle).await.unwrap();

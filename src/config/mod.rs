@@ -9,12 +9,14 @@ mod notify;
 mod options;
 pub mod schema;
 mod secrets;
+mod server;
 mod test_gate;
 
 pub use notify::{Event, Notify, Receiver};
 use options::{builder, resolve_options, watch_stages};
 pub use options::{BuilderChoice, LogFormat, Options};
 pub use secrets::{SecretValue, MAX_SECRET_BYTES};
+pub use server::{Server, MIN_TOKEN_CHARS};
 pub use test_gate::TestGate;
 
 use std::collections::{BTreeMap, HashMap};

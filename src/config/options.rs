@@ -83,6 +83,8 @@ pub struct Options {
     pub keep_previous: u32,
     /// Saved build logs kept per build (default 10), so `logs/` never grows without end; 0 saves none.
     pub keep_logs: usize,
+    /// The daemon's HTTP server (`listen`, `token_file`): webhooks in, metrics and status out; `None` when off.
+    pub server: Option<super::Server>,
     /// Warnings found while loading (deprecated or ignored keys), logged once logging is set up.
     pub warnings: Vec<String>,
 }
@@ -200,6 +202,7 @@ pub(super) fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) 
         notify: super::notify::resolve(raw, base_dir, v),
         keep_previous: raw.get("keep_previous").and_then(Value::as_u64).map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         keep_logs: raw.get("keep_logs").and_then(Value::as_u64).map_or(10, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        server: super::server::resolve(raw, base_dir, v),
         warnings,
     }
 }

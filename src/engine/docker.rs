@@ -135,6 +135,10 @@ impl Engine for DockerEngine {
         Ok(self.platform.clone())
     }
 
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.docker.ping().await.map(drop).map_err(map_err)
+    }
+
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
         match self.docker.inspect_image(reference).await {
             Ok(i) => Ok(Some(ImageInfo {

@@ -173,6 +173,12 @@ pub trait Engine: Send + Sync {
     /// [`EngineError::Unreachable`] when the engine does not answer.
     async fn platform(&self) -> Result<String, EngineError>;
 
+    /// Asks whether the engine answers now (Engine API: `GET /_ping`), for `/readyz`.
+    ///
+    /// # Errors
+    /// [`EngineError::Unreachable`] when it does not; [`EngineError::Api`] when it answers with an error.
+    async fn ping(&self) -> Result<(), EngineError>;
+
     /// Whether the engine runs BuildKit builds, as the docker CLI decides: a
     /// Linux engine that speaks Engine API 1.39 or later.
     fn has_buildkit(&self) -> bool;

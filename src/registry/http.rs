@@ -42,6 +42,8 @@ pub struct HttpRegistry {
     /// (registry, realm host) pairs already warned about, so a foreign token
     /// realm is logged once a process, not once a token.
     foreign_realms: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Told of every request sent, for metrics.
+    observer: Option<std::sync::Arc<dyn super::Observer>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -90,7 +92,20 @@ impl HttpRegistry {
             blocked: Mutex::new(HashMap::new()),
             timeout,
             foreign_realms: Mutex::default(),
+            observer: None,
         })
+    }
+
+    /// The same client, telling `observer` of every request it sends.
+    pub fn with_observer(self, observer: std::sync::Arc<dyn super::Observer>) -> Self {
+        HttpRegistry { observer: Some(observer), ..self }
+    }
+
+    /// Tells the observer of one request to `image`'s registry and its answer.
+    fn observe(&self, image: &ImageRef, method: &Method, answer: &Result<Response, reqwest::Error>) {
+        if let Some(o) = &self.observer {
+            o.request(image.registry(), method.as_str(), answer.as_ref().ok().map(|r| r.status().as_u16()));
+        }
     }
 
     fn client(&self, image: &ImageRef) -> &Client {
@@ -129,11 +144,13 @@ impl HttpRegistry {
 
     async fn send(&self, method: Method, image: &ImageRef, path: &str, authorization: Option<&str>) -> Result<Response, RegistryError> {
         let url = format!("{}/v2/{}/manifests/{path}", self.base_url(image), image.repository());
-        let mut req = self.client(image).request(method, &url).header(ACCEPT, MANIFEST_ACCEPT);
+        let mut req = self.client(image).request(method.clone(), &url).header(ACCEPT, MANIFEST_ACCEPT);
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a);
         }
-        req.send().await.map_err(|e| self.unreachable(image, &e))
+        let answer = req.send().await;
+        self.observe(image, &method, &answer);
+        answer.map_err(|e| self.unreachable(image, &e))
     }
 
     /// Answers a 401 challenge; returns the `Authorization` value to retry with.
@@ -161,7 +178,9 @@ impl HttpRegistry {
                     let (user, secret) = c.basic_auth();
                     req = req.basic_auth(user, Some(secret));
                 }
-                let resp = req.send().await.map_err(|e| self.unreachable(image, &e))?;
+                let answer = req.send().await;
+                self.observe(image, &Method::GET, &answer);
+                let resp = answer.map_err(|e| self.unreachable(image, &e))?;
                 if !resp.status().is_success() {
                     return Err(refused(format!("token endpoint answered {}", resp.status())));
                 }

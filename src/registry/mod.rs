@@ -73,6 +73,15 @@ pub trait Registry: Send + Sync {
     async fn index(&self, image: &ImageRef, digest: &str) -> Result<BTreeMap<String, String>, RegistryError>;
 }
 
+/// Told of every HTTP request the registry client sends, for metrics
+/// (`freshen_registry_requests_total`).
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// One request to `registry` (the host as references name it) with `method`
+    /// (`HEAD`, `GET`); `status` is the HTTP status code, `None` when no answer came
+    /// (a connection error or a timeout).
+    fn request(&self, registry: &str, method: &str, status: Option<u16>);
+}
+
 /// A successful check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {

@@ -78,6 +78,10 @@ impl Engine for FakeEngine {
         Ok("linux/amd64".into())
     }
 
+    async fn ping(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     fn has_buildkit(&self) -> bool {
         true
     }

@@ -13,6 +13,7 @@ pub struct SocketProxy {
     path: PathBuf,
     open: Arc<Mutex<Vec<UnixStream>>>,
     stop: Arc<AtomicBool>,
+    refuse: Arc<AtomicBool>,
 }
 
 impl SocketProxy {
@@ -22,13 +23,18 @@ impl SocketProxy {
         let listener = UnixListener::bind(path).unwrap();
         let open = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (o, st, up) = (open.clone(), stop.clone(), upstream.to_path_buf());
+        let refuse = Arc::new(AtomicBool::new(false));
+        let (o, st, up, re) = (open.clone(), stop.clone(), upstream.to_path_buf(), refuse.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(client) = client else { continue };
+                if re.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
                 let Ok(engine) = UnixStream::connect(&up) else { continue };
                 {
                     let mut o = o.lock().unwrap();
@@ -39,7 +45,15 @@ impl SocketProxy {
                 pipe(engine, client);
             }
         });
-        SocketProxy { path: path.to_path_buf(), open, stop }
+        SocketProxy { path: path.to_path_buf(), open, stop, refuse }
+    }
+
+    /// While `on`, cuts every connection open now and every new one as it comes: an engine gone away.
+    pub fn refuse(&self, on: bool) {
+        self.refuse.store(on, Ordering::SeqCst);
+        if on {
+            self.cut_all();
+        }
     }
 
     /// Cuts every connection open now; new ones are still accepted.

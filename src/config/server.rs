@@ -1,0 +1,68 @@
+//! `options.listen`, `options.token_file` and `options.allow_unauthenticated_loopback`:
+//! the daemon's HTTP server, and who may use it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{read_text, violation, Violation, MAX_PASSWORD_FILE_BYTES};
+use crate::credentials::Secret;
+
+/// The shortest token accepted: a short one can be guessed over the network.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The daemon's HTTP server, as the config asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Where the server listens (`listen`).
+    pub listen: SocketAddr,
+    /// The bearer token every endpoint but `/healthz` and `/readyz` requires;
+    /// `None` only for a loopback address with `allow_unauthenticated_loopback`.
+    pub token: Option<Secret>,
+}
+
+/// Reads the server options. `listen` that is not `ip:port`, a `token_file`
+/// that cannot be read or is shorter than [`MIN_TOKEN_CHARS`], and `listen`
+/// without `token_file` (unless loopback with `allow_unauthenticated_loopback`)
+/// are violations at `/options/<key>`; `None` then, and when `listen` is absent.
+pub(super) fn resolve(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Option<Server> {
+    let text = raw.get("listen").and_then(Value::as_str)?;
+    let listen: SocketAddr = match text.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let hint = "write ip:port, e.g. \"127.0.0.1:9780\", \"0.0.0.0:9780\" or \"[::1]:9780\"";
+            violation(v, "/options/listen".into(), format!("{text:?} is not an address ({e}); {hint}"));
+            return None;
+        }
+    };
+    let token = match raw.get("token_file").and_then(Value::as_str) {
+        Some(file) => match read_text(&base_dir.join(file), MAX_PASSWORD_FILE_BYTES, "a token_file") {
+            Ok(t) => {
+                let t = t.trim_end_matches(['\r', '\n']).to_string();
+                if t.chars().count() < MIN_TOKEN_CHARS || t.chars().any(char::is_control) {
+                    let what = format!("the token in {file} must be one line of at least {MIN_TOKEN_CHARS} characters");
+                    violation(v, "/options/token_file".into(), format!("{what}; make one with `openssl rand -hex 32 > {file}`"));
+                    return None;
+                }
+                Some(Secret::new(t))
+            }
+            Err(e) => {
+                violation(v, "/options/token_file".into(), format!("{e}; the file holds the bearer token of the HTTP server"));
+                return None;
+            }
+        },
+        None => None,
+    };
+    let open = raw.get("allow_unauthenticated_loopback").and_then(Value::as_bool).unwrap_or(false);
+    if token.is_none() && !(open && listen.ip().is_loopback()) {
+        let why = if open {
+            format!("{listen} is not a loopback address, so allow_unauthenticated_loopback does not apply")
+        } else {
+            "every endpoint but /healthz and /readyz needs a token".to_string()
+        };
+        violation(v, "/options/listen".into(), format!("listen without token_file: {why}; set options.token_file to a file holding the token"));
+        return None;
+    }
+    Some(Server { listen, token })
+}
