@@ -19,6 +19,8 @@ RUN echo 'freshen:x:10001:10001:freshen:/var/lib/freshen:/usr/sbin/nologin' >> /
  && mkdir -p /etc/freshen /var/lib/freshen && chown 10001:10001 /var/lib/freshen && chmod 0700 /var/lib/freshen
 ENV FRESHEN_CONFIG=/etc/freshen/config.json STATE_DIRECTORY=/var/lib/freshen
 VOLUME ["/var/lib/freshen"]
+# The HTTP endpoints, with "listen": "0.0.0.0:9780" in the config: docker run -p 9780:9780 …
+EXPOSE 9780
 USER 10001:10001
 ENTRYPOINT ["freshen"]
 

@@ -16,6 +16,7 @@
 //! - [`graph`]: the build graph: edges, cycles, descendants, topological order.
 //! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
 //! - [`error`]: typed errors of the registry, the engine, checks and builds.
+//! - [`event`]: registry notifications, Docker Hub webhooks and `/v1/check` bodies → the watched inputs they name.
 //!
 //! Loading: `files`: the one bounded, regular-files-only reader of every file a
 //! user or a repository names. [`config`]: the config file (and `password_file`s) → schema check →
@@ -40,11 +41,13 @@
 //! - [`cycle`]: one cycle: check → plan → execute; the one owner of state while it runs.
 //! - [`trigger`]: the loop's way in ([`trigger::Triggers`]: tick, reload, check these
 //!   inputs, shutdown) and way out ([`trigger::Status`] on a watch channel).
-//!   A new trigger (HTTP) sends on it.
+//!   A new trigger sends on it, as [`server`] does.
+//! - [`server`]: the HTTP server (axum on hyper): webhooks and `/v1/check` in as triggers;
+//!   `/metrics`, `/v1/status`, `/healthz`, `/readyz` out.
+//! - [`metrics`]: Prometheus metrics (prometheus-client), recorded by the loop, the registry client and the triggers.
 //! - [`watcher`]: the loop: start, one cycle at a time, reload, shutdown.
 //! - `listen`: listeners on the status channel: sd_notify, the cycle summary;
 //!   `notify`: notifications to webhooks and commands, from a bounded queue with retries.
-//!   Metrics go here.
 //! - [`cli`], `output`, `explain`: the command line and what it prints.
 //!
 //! Dependencies point one way: the pure core imports nothing from the edges or

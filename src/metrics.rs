@@ -136,13 +136,21 @@ impl Metrics {
             last_success: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("freshen_checks", "Input checks made, by result: unchanged, changed, new (first seen) or failed", m.checks.clone());
+        registry.register(
+            "freshen_checks",
+            "Input checks made, by result: unchanged, changed, new (first seen) or failed",
+            m.checks.clone(),
+        );
         registry.register(
             "freshen_registry_requests",
             "HTTP requests sent to registries, by registry, method and status code (\"error\": no answer)",
             m.requests.clone(),
         );
-        registry.register("freshen_builds", "Builds that ran, by status (rebuilt, pushed, failed, test_failed, push_failed, skipped, cancelled)", m.builds.clone());
+        registry.register(
+            "freshen_builds",
+            "Builds that ran, by status (rebuilt, pushed, failed, test_failed, push_failed, skipped, cancelled)",
+            m.builds.clone(),
+        );
         registry.register_with_unit("freshen_build_duration", "Wall time of each build that ran", Unit::Seconds, m.build_seconds.clone());
         registry.register_with_unit("freshen_cycle_duration", "Wall time of each cycle", Unit::Seconds, m.cycle_seconds.clone());
         registry.register_with_unit(
@@ -151,8 +159,16 @@ impl Metrics {
             Unit::Seconds,
             m.last_cycle.clone(),
         );
-        registry.register("freshen_rate_limit_remaining", "RateLimit-Remaining that each registry last sent", m.rate_limit_remaining.clone());
-        registry.register("freshen_triggers", "Triggers that asked for a cycle, by source (interval, signal, registry, dockerhub, api)", m.triggers.clone());
+        registry.register(
+            "freshen_rate_limit_remaining",
+            "RateLimit-Remaining that each registry last sent",
+            m.rate_limit_remaining.clone(),
+        );
+        registry.register(
+            "freshen_triggers",
+            "Triggers that asked for a cycle, by source (interval, signal, registry, dockerhub, api)",
+            m.triggers.clone(),
+        );
         registry.register_with_unit(
             "freshen_build_last_success_timestamp",
             "When each build last succeeded, seconds since the Unix epoch",
@@ -203,7 +219,9 @@ impl Metrics {
             }
         }
         for (registry, remaining) in &report.rate_limits {
-            self.rate_limit_remaining.get_or_create(&RegistryLabel { registry: registry.clone() }).set(i64::try_from(*remaining).unwrap_or(i64::MAX));
+            self.rate_limit_remaining
+                .get_or_create(&RegistryLabel { registry: registry.clone() })
+                .set(i64::try_from(*remaining).unwrap_or(i64::MAX));
         }
         self.cycle_seconds.observe(report.seconds);
         self.last_cycle.set(now);

@@ -15,10 +15,10 @@ use crate::config::Config;
 use crate::credentials::Registries;
 use crate::cycle::{self, CycleInput, CycleReport};
 use crate::engine::{DockerEngine, Engine, EngineError};
+use crate::metrics::Metrics;
 use crate::project::Project;
 use crate::registry::{HttpRegistry, Observer, Registry};
 use crate::state::{self, Loaded, State};
-use crate::metrics::Metrics;
 use crate::trigger::{Phase, Status, Triggers};
 
 /// How to run.
@@ -104,7 +104,12 @@ pub struct Started {
 /// # Errors
 /// [`StartError::Engine`] when the engine cannot be reached, [`StartError::Config`]
 /// when the config does not resolve.
-pub async fn start(config: Config, once: bool, cancel: &CancellationToken, observer: Option<Arc<dyn Observer>>) -> Result<Started, StartError> {
+pub async fn start(
+    config: Config,
+    once: bool,
+    cancel: &CancellationToken,
+    observer: Option<Arc<dyn Observer>>,
+) -> Result<Started, StartError> {
     let engine: Arc<dyn Engine> = Arc::new(connect_engine(&config.registries, once, cancel).await.map_err(StartError::Engine)?);
     let platform = engine.platform().await.unwrap_or_else(|_| crate::dockerfile::host_platform());
     let setup = Setup::from_config(config, Some(&platform), observer).map_err(StartError::Config)?;

@@ -91,7 +91,11 @@ const ROWS: &[Row] = &[
     row("options/notify", "notify.rs::webhook_and_command_get_each_event_signed_retried_after_a_500_and_without_secrets", "\"notify\""),
     row("builds/test", "gate.rs::a_passing_test_moves_the_tags_and_pushes_and_a_failing_one_moves_nothing", "\"test\""),
     row("options/listen", "server.rs::a_registry_notification_rebuilds_in_seconds_and_nothing_polls", "\"listen\""),
-    row("options/token_file", "server_input.rs::bad_requests_get_a_clear_4xx_cost_no_registry_request_and_the_daemon_goes_on", "\"token_file\""),
+    row(
+        "options/token_file",
+        "server_input.rs::bad_requests_get_a_clear_4xx_cost_no_registry_request_and_the_daemon_goes_on",
+        "\"token_file\"",
+    ),
     row(
         "options/allow_unauthenticated_loopback",
         "server_input.rs::metrics_parse_and_match_what_the_cycles_did_and_readyz_follows_the_engine",

@@ -150,7 +150,7 @@ fn docker_hub_payloads_and_the_check_endpoint_check_exactly_what_they_name() {
     let a = post(&d.addr, "/v1/check", TOKEN, "application/json", br#"{"builds": ["app"]}"#);
     assert_eq!((a.status, a.json()["images"].clone()), (202, json!([base])), "{}", a.body);
     assert!(wait_until(Duration::from_secs(20), || d.cycles() == 3), "{}", d.log_text());
-    assert_eq!(checked(&d), [base.clone()]);
+    assert_eq!(checked(&d), std::slice::from_ref(&base));
     assert_eq!(heads(&env).len(), 1, "one HEAD: {:?}", heads(&env));
 
     let a = post(&d.addr, "/v1/check", TOKEN, "application/json", format!(r#"{{"images": ["{base}"]}}"#).as_bytes());
@@ -198,16 +198,18 @@ fn an_event_storm_during_a_build_makes_one_follow_up_cycle_with_one_head_per_ima
     let _child = Daemon { child: spawn_daemon(&config, &log), log: log.clone(), addr: addr.clone() };
     assert!(wait_event(&log, "build_started", &[("build", "slow")], Duration::from_secs(60)), "{}", std::fs::read_to_string(&log).unwrap());
     env.registry.clear_log();
-    let event = |b: &str| {
-        json!({"action": "push", "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "repository": format!("{}/{b}", env.prefix), "tag": "1"}, "request": {"host": env.registry.addr}})
-    };
+    let event = |b: &str| json!({"action": "push", "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "repository": format!("{}/{b}", env.prefix), "tag": "1"}, "request": {"host": env.registry.addr}});
     for i in 0..20 {
         let events: Vec<Value> = (0..10).map(|j| event(["b1", "b2", "b3"][(i * 10 + j) % 3])).collect();
         let a = post(&addr, "/v1/hooks/registry", TOKEN, ENVELOPE, json!({ "events": events }).to_string().as_bytes());
         assert_eq!(a.status, 202, "{}", a.body);
     }
     assert_eq!(count_events(&log, "cycle_finished", &[]), 0, "the 200 events came while the first cycle built");
-    assert!(wait_until(Duration::from_secs(60), || count_events(&log, "cycle_finished", &[]) == 2), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(60), || count_events(&log, "cycle_finished", &[]) == 2),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count_events(&log, "cycle_finished", &[]), 2, "exactly one follow-up cycle");
     let mut heads = heads(&env);

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::http::{self, get, post, request};
+use common::http::{self, post, request};
 use common::sockproxy::SocketProxy;
 use common::*;
 use serde_json::{json, Value};
@@ -171,7 +171,8 @@ fn metrics_parse_and_match_what_the_cycles_did_and_readyz_follows_the_engine() {
         .filter(|l| l.contains("\"freshen/") && l.contains("\"HEAD "))
         .count();
     assert_eq!(heads, 2, "one HEAD a cycle");
-    let m = |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{}", a.body));
+    let m =
+        |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{}", a.body));
     assert_eq!(m("freshen_registry_requests_total", &[("registry", registry), ("method", "HEAD"), ("code", "200")]), heads as f64);
     assert_eq!(m("freshen_checks_total", &[("result", "new")]), 1.0);
     assert_eq!(m("freshen_checks_total", &[("result", "unchanged")]), 1.0);

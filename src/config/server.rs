@@ -61,7 +61,11 @@ pub(super) fn resolve(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> O
         } else {
             "every endpoint but /healthz and /readyz needs a token".to_string()
         };
-        violation(v, "/options/listen".into(), format!("listen without token_file: {why}; set options.token_file to a file holding the token"));
+        violation(
+            v,
+            "/options/listen".into(),
+            format!("listen without token_file: {why}; set options.token_file to a file holding the token"),
+        );
         return None;
     }
     Some(Server { listen, token })

@@ -28,9 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::event::MAX_BODY_BYTES;
 use crate::credentials::Secret;
 use crate::engine::Engine;
+pub use crate::event::MAX_BODY_BYTES;
 use crate::metrics::Metrics;
 use crate::trigger::{Status, Triggers};
 

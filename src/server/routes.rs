@@ -157,7 +157,12 @@ async fn dockerhub_hook(
 }
 
 /// `POST /v1/check`: `{"images": [...]}`, `{"builds": [...]}`, or nothing: everything.
-async fn check(State(shared): State<Arc<Shared>>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Body) -> Result<Response, Refusal> {
+async fn check(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
     authorise(&shared, &headers, peer, "/v1/check")?;
     content_type(&headers, &["application/json"], true)?;
     let body = read_body(&headers, body).await?;
