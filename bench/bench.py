@@ -11,6 +11,8 @@ B4  idle daemon with 50 builds: RSS and CPU seconds over 60 s.
 B5  time from a pushed change to a started build, polling every 10 s.
 B6  build-context streaming: freshen --once's peak RSS while it sends a context of
     100,000 small files, and one of 2 GB, to the engine.
+B7  push → build start over 20 pushes: the registry's notifications to the daemon's
+    /v1/hooks/registry, against polling every 10 s, in the same run.
 
 Run with bench/run.sh (it builds the release binary and starts what is needed).
 Writes BENCHMARKS.md. Every comparison runs in this one invocation.
@@ -98,14 +100,14 @@ class LatencyProxy:
 
 
 class Registry:
-    def __init__(self, workdir):
+    def __init__(self, workdir, extra=""):
         self.port = free_port()
         self.log = os.path.join(workdir, "registry.log")
         cfg = os.path.join(workdir, "registry.yml")
         with open(cfg, "w") as f:
             f.write(f"version: 0.1\nlog: {{level: warn, accesslog: {{disabled: false}}}}\n"
                     f"storage: {{filesystem: {{rootdirectory: {workdir}/data}}, delete: {{enabled: true}}}}\n"
-                    f"http: {{addr: 127.0.0.1:{self.port}}}\n")
+                    f"http: {{addr: 127.0.0.1:{self.port}}}\n" + extra)
         self.proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
         for _ in range(100):
             try:
@@ -340,38 +342,89 @@ def b4(workdir, reg, proxy, results, idle_s):
     print(f"B4 idle {idle_s} s with 50 builds: RSS {rss:.1f} MB (peak {peak:.1f}), CPU {(cpu1 - cpu0):.3f} s", flush=True)
 
 
-def b5(workdir, reg, trials, results):
-    d = os.path.join(workdir, "b5")
-    os.makedirs(os.path.join(d, "app"), exist_ok=True)
-    base = f"127.0.0.1:{reg.port}/bench/b5-base:1"
-    busybox_base(workdir, base)
-    sh("docker", "push", "-q", base)
-    with open(os.path.join(d, "app", "Dockerfile"), "w") as f:
-        f.write(f"FROM {base}\nRUN true\n")
-    cfg = write_config(d, {"app": {"dockerfile": os.path.join(d, "app"), "tags": ["bench/b5-app:latest"], "labels": {"freshen.bench": str(os.getpid())}}},
-                       {"interval": "10s", "log_format": "json"})
-    sh(FRESHEN, "-c", cfg, "--once")
-    log = os.path.join(workdir, "b5.log")
+def push_latencies(cfg, base, log, trials, pause, seed):
+    """Runs the daemon on `cfg`; pushes a new `base` `trials` times, each after a random
+    pause of up to `pause` s; returns the seconds from each push's end to the build's start."""
     # Waits on the JSON log's structured events, never on message text or module paths.
     started, finished = '"event":"build_started"', '"event":"build_finished"'
     p = subprocess.Popen([FRESHEN, "-c", cfg], stderr=open(log, "w"), stdout=subprocess.DEVNULL)
-    rnd = random.Random(5)
+    while '"event":"cycle_finished"' not in open(log).read():
+        time.sleep(0.05)
+    rnd = random.Random(seed)
     lat = []
-    for t in range(trials):
-        time.sleep(rnd.uniform(0, 10))
-        seen = open(log).read().count(started)
-        variant(base, base, f"b5-{t}")
-        sh("docker", "push", "-q", base)
-        pushed = time.monotonic()
-        while open(log).read().count(started) == seen:
-            time.sleep(0.05)
-        lat.append(time.monotonic() - pushed)
-        while open(log).read().count(finished) <= seen:
-            time.sleep(0.05)
-    p.send_signal(signal.SIGTERM)
-    p.wait()
+    try:
+        for t in range(trials):
+            time.sleep(rnd.uniform(0, pause))
+            seen = open(log).read().count(started)
+            variant(base, base, f"{os.path.basename(log)}-{t}")
+            sh("docker", "push", "-q", base)
+            pushed = time.monotonic()
+            while open(log).read().count(started) == seen:
+                time.sleep(0.01)
+            lat.append(time.monotonic() - pushed)
+            while open(log).read().count(finished) <= seen:
+                time.sleep(0.05)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait()
+    return lat
+
+
+def app_on(d, base, name, options):
+    """A config in `d` with one build `app` on `base`; returns its path."""
+    os.makedirs(os.path.join(d, "app"), exist_ok=True)
+    with open(os.path.join(d, "app", "Dockerfile"), "w") as f:
+        f.write(f"FROM {base}\nRUN true\n")
+    build = {"dockerfile": os.path.join(d, "app"), "tags": [f"bench/{name}-app:latest"], "labels": {"freshen.bench": str(os.getpid())}}
+    return write_config(d, {"app": build}, options)
+
+
+def b5(workdir, reg, trials, results):
+    d = os.path.join(workdir, "b5")
+    base = f"127.0.0.1:{reg.port}/bench/b5-base:1"
+    busybox_base(workdir, base)
+    sh("docker", "push", "-q", base)
+    cfg = app_on(d, base, "b5", {"interval": "10s", "log_format": "json"})
+    sh(FRESHEN, "-c", cfg, "--once")
+    lat = push_latencies(cfg, base, os.path.join(workdir, "b5.log"), trials, 10, 5)
     results["B5"] = {"median_s": median(lat), "samples": lat, "interval_s": 10}
     print(f"B5 change → build started: median {median(lat):.2f} s over {trials} pushes (interval 10 s)", flush=True)
+
+
+def percentile(xs, q):
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def b7(workdir, trials, results):
+    """Push → build start: the registry's notifications to freshen's /v1/hooks/registry,
+    against polling every 10 s, in one run, on a registry of their own."""
+    d = os.path.join(workdir, "b7")
+    os.makedirs(d, exist_ok=True)
+    port, token = free_port(), "bench-token-0123456789abcdef"
+    with open(os.path.join(d, "token"), "w") as f:
+        f.write(token)
+    hook = (f"notifications:\n  endpoints:\n    - name: freshen\n      url: http://127.0.0.1:{port}/v1/hooks/registry\n"
+            f"      headers:\n        Authorization: [\"Bearer {token}\"]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n")
+    reg = Registry(d, hook)
+    try:
+        base = f"127.0.0.1:{reg.port}/bench/b7-base:1"
+        busybox_base(workdir, base)
+        sh("docker", "push", "-q", base)
+        out = {}
+        for mode, options, pause in [
+            ("webhook", {"interval": "1h", "listen": f"127.0.0.1:{port}", "token_file": os.path.join(d, "token"), "log_format": "json"}, 2),
+            ("polling", {"interval": "10s", "log_format": "json"}, 10),
+        ]:
+            cfg = app_on(os.path.join(d, mode), base, f"b7{mode}", options)
+            sh(FRESHEN, "-c", cfg, "--once")
+            lat = push_latencies(cfg, base, os.path.join(d, f"{mode}.log"), trials, pause, 7)
+            out[mode] = {"p50_s": percentile(lat, 0.5), "p95_s": percentile(lat, 0.95), "max_s": max(lat), "samples": lat}
+            print(f"B7 {mode:<8} push → build started: p50 {out[mode]['p50_s']:.3f} s, p95 {out[mode]['p95_s']:.3f} s, "
+                  f"max {max(lat):.3f} s over {trials} pushes", flush=True)
+        results["B7"] = out
+    finally:
+        reg.stop()
 
 
 def small_files(ctx):
@@ -445,7 +498,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer sizes and runs, for a smoke test")
     ap.add_argument("--json", help="also write the raw results here")
-    ap.add_argument("--only", help="comma-separated benchmarks to run (B1,...,B6); prints only, BENCHMARKS.md is not written")
+    ap.add_argument("--only", help="comma-separated benchmarks to run (B1,...,B7); prints only, BENCHMARKS.md is not written")
     args = ap.parse_args()
     only = set(args.only.upper().split(",")) if args.only else None
     run = lambda b: only is None or b in only
@@ -467,6 +520,8 @@ def main():
                 b5(workdir, reg, 3 if args.quick else 5, results)
             if run("B6") and not args.quick:
                 b6(workdir, reg, results)
+            if run("B7"):
+                b7(workdir, 5 if args.quick else 20, results)
         finally:
             reg.stop()
             cleanup()

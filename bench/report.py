@@ -81,6 +81,17 @@ def write_markdown(r, path, criterion=None):
             w(f"| {name} | {v['bytes'] / 1e6:,.0f} MB | {v['peak_rss_mb']:.1f} MB | {v['wall_s']:.1f} s |")
         w("")
 
+    if "B7" in r:
+        w("## B7: push → build start, webhooks and polling\n")
+        w("The registry's `notifications.endpoints` posts each push to the daemon's `/v1/hooks/registry` (interval 1 h), against "
+          "polling every 10 s, in the same run on the same registry; seconds from the end of each `docker push` to freshen's "
+          "`build_started` (goal for webhooks: p50 under 0.5 s, p95 under 1 s).\n")
+        w("| trigger | pushes | p50 | p95 | max |")
+        w("|---|---|---|---|---|")
+        for mode, v in r["B7"].items():
+            w(f"| {mode} | {len(v['samples'])} | {v['p50_s']:.3f} s | {v['p95_s']:.3f} s | {v['max_s']:.3f} s |")
+        w("")
+
     if criterion:
         w("## Core (criterion)\n")
         w(criterion)
