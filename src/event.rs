@@ -30,6 +30,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct Pushed {
     /// The normalised reference: `registry/repository:tag` or `registry/repository@digest`.
     pub image: ImageRef,
+    /// The manifest digest the event says the tag now names (`target.digest`), when it says one:
+    /// the check it triggers is confirmed against it.
+    pub digest: Option<String>,
 }
 
 /// A body that cannot be read: what is wrong and where.
@@ -156,8 +159,9 @@ pub fn registry_events(body: &[u8]) -> Result<(Vec<Pushed>, usize), BodyError> {
             (tag, _) => Some(format!("{name}:{tag}")),
         };
         let image = text.filter(|_| e.action == "push" && is_manifest && !host.is_empty() && !t.repository.is_empty());
+        let digest = Some(t.digest.clone()).filter(|d| !d.is_empty() && !t.tag.is_empty());
         match image.and_then(|t| ImageRef::parse(&t).ok()) {
-            Some(image) => pushed.push(Pushed { image }),
+            Some(image) => pushed.push(Pushed { image, digest }),
             None => ignored += 1,
         }
     }
@@ -196,7 +200,7 @@ pub fn dockerhub_event(body: &[u8]) -> Result<Pushed, BodyError> {
         column: 1,
         offset: 0,
     })?;
-    Ok(Pushed { image })
+    Ok(Pushed { image, digest: None })
 }
 
 /// What `POST /v1/check` asks for: images, builds, or (neither) everything.
@@ -293,6 +297,7 @@ mod tests {
         let (pushed, ignored) = registry_events(&body).unwrap();
         let names: Vec<&str> = pushed.iter().map(|p| p.image.as_str()).collect();
         assert_eq!(names, ["127.0.0.1:5000/base:1", "docker.io/library/debian:bookworm"]);
+        assert_eq!(pushed[0].digest.as_deref(), Some("sha256:aa"), "the digest the tag now names");
         assert_eq!(ignored, 2, "a pull and a layer push name nothing");
     }
 

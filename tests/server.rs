@@ -89,11 +89,13 @@ fn a_registry_notification_rebuilds_in_seconds_and_nothing_polls() {
         assert!(built, "the push of {version} rebuilt app:\n{}", d.log_text());
         eprintln!("{version}: pushed in {push_took:?}, rebuilt {:?} after the push began", pushed.elapsed());
         assert_eq!(cat(&env.image("app:latest"), "/v"), version);
+        let at_build = heads(&env).len();
         std::thread::sleep(Duration::from_secs(2));
         let heads = heads(&env);
         let base = format!("HEAD /v2/{}/base/manifests/1 ", env.prefix);
-        assert_eq!(heads.len(), 1, "one HEAD of the base, the one the notification asked for, and no polling: {heads:?}");
-        assert!(heads[0].starts_with(&base), "{heads:?}");
+        // One HEAD, or a few more when the event came before the registry moved the tag (server/confirm.rs).
+        assert!((1..=6).contains(&heads.len()) && heads.iter().all(|h| h.starts_with(&base)), "HEADs of the base only: {heads:?}");
+        assert_eq!(heads.len(), at_build, "no HEAD after the rebuild: nothing polls");
     }
     let hooks: Vec<Value> = log_events(&d.log).into_iter().filter(|e| e["event"] == "hook_received").collect();
     assert!(hooks.iter().any(|h| h["source"] == "registry" && h["checks"] == 1), "{hooks:?}");
@@ -212,8 +214,19 @@ fn an_event_storm_during_a_build_makes_one_follow_up_cycle_with_one_head_per_ima
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count_events(&log, "cycle_finished", &[]), 2, "exactly one follow-up cycle");
-    let mut heads = heads(&env);
-    heads.sort();
+    let mut sent = heads(&env);
+    sent.sort();
     let expected: Vec<String> = ["b1", "b2", "b3"].iter().map(|b| format!("HEAD /v2/{}/{b}/manifests/1 HTTP/1.1", env.prefix)).collect();
-    assert_eq!(heads, expected, "one HEAD per image");
+    assert_eq!(sent, expected, "one HEAD per image");
+
+    // An event whose digest the tag never names (a registry that notifies before it moves the tag,
+    // forever): checked again 5 times over about 3 s, then given up with a warning.
+    env.registry.clear_log();
+    let mut e = event("b1");
+    e["target"]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    let a = post(&addr, "/v1/hooks/registry", TOKEN, ENVELOPE, json!({ "events": [e] }).to_string().as_bytes());
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert!(wait_event(&log, "hook_digest_not_seen", &[], Duration::from_secs(30)), "{}", std::fs::read_to_string(&log).unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(heads(&env).len(), 6, "the check and 5 more: {:?}", heads(&env));
 }

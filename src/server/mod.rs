@@ -14,6 +14,7 @@
 //! come within [`HEADER_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are open; a hook
 //! that names no watched image sends no trigger.
 
+mod confirm;
 mod routes;
 
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub engine: Arc<dyn Engine>,
     /// The engine's last answer to `/readyz` and when it came.
     pinged: Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
+    /// The digest each watched image's last push event named, until a check sees it.
+    expected: confirm::Expectations,
 }
 
 impl Shared {
@@ -70,7 +73,7 @@ impl Shared {
         token: watch::Receiver<Option<Secret>>,
         engine: Arc<dyn Engine>,
     ) -> Shared {
-        Shared { triggers, status, metrics, token, engine, pinged: Mutex::new(None) }
+        Shared { triggers, status, metrics, token, engine, pinged: Mutex::new(None), expected: Mutex::default() }
     }
 
     /// Whether the engine answers, asked at most once per [`PING_REUSE`].
@@ -197,6 +200,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 /// Serves `listener` until `cancel` fires: each connection in its own task, at
 /// most [`MAX_CONNECTIONS`] at once, HTTP/1 with [`HEADER_TIMEOUT`].
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    let confirming = tokio::spawn(confirm::confirm(shared.clone()));
     let router = routes::router(shared);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let addr = listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string());
@@ -213,7 +217,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
                     continue;
                 }
             },
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                confirming.abort();
+                return;
+            }
         };
         let router = router.clone();
         let cancel = cancel.clone();

@@ -112,8 +112,11 @@ fn bad_body(e: &BodyError) -> Refusal {
 /// with the images it will check and how many events named nothing watched.
 fn accept(shared: &Shared, source: Source, inputs: BTreeSet<Input>, ignored: usize) -> Response {
     let images: Vec<String> = inputs.iter().map(ToString::to_string).collect();
-    tracing::info!(event = "hook_received", %source, checks = images.len(), ignored, "trigger received");
-    if !inputs.is_empty() {
+    if inputs.is_empty() {
+        // Pulls and layer pushes come with every pull and push: not worth an info line each.
+        tracing::debug!(event = "hook_received", %source, checks = 0, ignored, "nothing watched named; no check");
+    } else {
+        tracing::info!(event = "hook_received", %source, checks = images.len(), ignored, "trigger received");
         shared.triggers.send_from(source, Trigger::Check(inputs));
     }
     (StatusCode::ACCEPTED, Json(json!({"images": images, "ignored": ignored}))).into_response()
@@ -137,6 +140,11 @@ async fn registry_hook(
     let (pushed, mut ignored) = event::registry_events(&body).map_err(|e| bad_body(&e))?;
     let watched = event::watched(&*project(&shared)?, pushed.iter().map(|p| &p.image));
     ignored += pushed.iter().filter(|p| !watched.contains(&Input::Image(p.image.clone()))).count();
+    for p in pushed.into_iter().filter(|p| watched.contains(&Input::Image(p.image.clone()))) {
+        if let Some(digest) = p.digest {
+            super::confirm::expect(&shared, Input::Image(p.image), digest);
+        }
+    }
     Ok(accept(&shared, Source::Registry, watched, ignored))
 }
 
