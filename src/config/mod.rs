@@ -367,16 +367,20 @@ pub(super) fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<S
     String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
 }
 
+/// A one-line secret file (a `password_file`, a webhook's `secret_file`, a
+/// `token_file`): at most [`MAX_PASSWORD_FILE_BYTES`] of UTF-8 text, returned
+/// without its trailing newline, which editors and `echo` add.
+pub(super) fn read_secret(path: &Path, what: &'static str) -> Result<String, String> {
+    read_text(path, MAX_PASSWORD_FILE_BYTES, what).map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+}
+
 fn resolve_registries(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Registries {
     let mut out = Registries::new();
     for (host, r) in raw.as_object().into_iter().flatten() {
         let at = format!("/registries/{}", escape_pointer(host));
         let credential = match (r.get("username").and_then(Value::as_str), r.get("password_file").and_then(Value::as_str)) {
-            (Some(username), Some(file)) => match read_text(&base_dir.join(file), MAX_PASSWORD_FILE_BYTES, "a password_file") {
-                Ok(p) => Some(Credential::Basic {
-                    username: username.to_string(),
-                    password: Secret::new(p.trim_end_matches(['\r', '\n']).to_string()),
-                }),
+            (Some(username), Some(file)) => match read_secret(&base_dir.join(file), "a password_file") {
+                Ok(p) => Some(Credential::Basic { username: username.to_string(), password: Secret::new(p) }),
                 Err(e) => {
                     violation(
                         v,

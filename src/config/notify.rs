@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{read_text, violation, Violation, MAX_PASSWORD_FILE_BYTES};
+use super::{read_secret, violation, Violation};
 use crate::credentials::Secret;
 
 /// What a notification announces; its `Display` is the name the config and the payload use.
@@ -101,8 +101,8 @@ pub(super) fn resolve(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> V
         let receiver = if let Some(url) = n.get("webhook").and_then(Value::as_str) {
             let secret = match n.get("secret_file").and_then(Value::as_str) {
                 None => None,
-                Some(file) => match read_text(&base_dir.join(file), MAX_PASSWORD_FILE_BYTES, "a secret_file") {
-                    Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
+                Some(file) => match read_secret(&base_dir.join(file), "a secret_file") {
+                    Ok(text) => Some(Secret::new(text)),
                     Err(e) => {
                         violation(
                             v,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{read_text, violation, Violation, MAX_PASSWORD_FILE_BYTES};
+use super::{read_secret, violation, Violation};
 use crate::credentials::Secret;
 
 /// The shortest token accepted: a short one can be guessed over the network.
@@ -37,9 +37,8 @@ pub(super) fn resolve(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> O
         }
     };
     let token = match raw.get("token_file").and_then(Value::as_str) {
-        Some(file) => match read_text(&base_dir.join(file), MAX_PASSWORD_FILE_BYTES, "a token_file") {
+        Some(file) => match read_secret(&base_dir.join(file), "a token_file") {
             Ok(t) => {
-                let t = t.trim_end_matches(['\r', '\n']).to_string();
                 if t.chars().count() < MIN_TOKEN_CHARS || t.chars().any(char::is_control) {
                     let what = format!("the token in {file} must be one line of at least {MIN_TOKEN_CHARS} characters");
                     violation(v, "/options/token_file".into(), format!("{what}; make one with `openssl rand -hex 32 > {file}`"));
