@@ -5,49 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::http::{get, post};
+use common::http::{get, post, Daemon, TOKEN};
 use common::*;
 use serde_json::{json, Value};
 
-const TOKEN: &str = "0123456789abcdef-test-token";
 const ENVELOPE: &str = "application/vnd.docker.distribution.events.v1+json";
-
-/// A daemon killed (by its PID) when the test ends, however it ends.
-struct Daemon {
-    child: std::process::Child,
-    log: PathBuf,
-    addr: String,
-}
-
-impl Daemon {
-    /// Starts freshen on `config` (which listens on `addr`) and waits until it listens and its first cycle ended.
-    fn start(config: &Path, addr: &str) -> Daemon {
-        let log = config.parent().unwrap().join("daemon.log");
-        let child = spawn_daemon(config, &log);
-        let d = Daemon { child, log, addr: addr.to_string() };
-        assert!(wait_event(&d.log, "cycle_finished", &[], Duration::from_secs(60)), "first cycle:\n{}", d.log_text());
-        assert!(wait_event(&d.log, "listening", &[], Duration::from_secs(5)), "listening:\n{}", d.log_text());
-        d
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn cycles(&self) -> usize {
-        count_events(&self.log, "cycle_finished", &[])
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The options of a daemon that listens on `addr` with [`TOKEN`] and polls once an hour.
 fn listening(env: &Env, addr: &str) -> Value {
@@ -55,15 +19,9 @@ fn listening(env: &Env, addr: &str) -> Value {
     json!({"interval": "1h", "log_format": "json", "listen": addr, "token_file": "token", "registry_timeout": "2s"})
 }
 
-/// The registry's access log lines of requests freshen sent (its User-Agent).
-fn freshen_requests(env: &Env) -> Vec<String> {
-    let log = std::fs::read_to_string(env.dir.path().join("registry.log")).unwrap_or_default();
-    log.lines().filter(|l| l.contains("\"freshen/")).filter_map(|l| l.split('"').nth(1).map(str::to_string)).collect()
-}
-
 /// Heads of manifests freshen sent.
 fn heads(env: &Env) -> Vec<String> {
-    freshen_requests(env).into_iter().filter(|r| r.starts_with("HEAD ") && r.contains("/manifests/")).collect()
+    env.registry.requests_from("freshen/").into_iter().filter(|r| r.starts_with("HEAD ") && r.contains("/manifests/")).collect()
 }
 
 #[test]
@@ -79,7 +37,7 @@ fn a_registry_notification_rebuilds_in_seconds_and_nothing_polls() {
     env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
     let config = env.config(listening(&env, &addr), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
     // The base does not exist yet: the first cycle's check fails, and the push is what builds the app.
-    let d = Daemon::start(&config, &addr);
+    let d = Daemon::start(&config, &addr, None);
     for (version, n) in [("v1", 1), ("v2", 2)] {
         env.registry.clear_log();
         let pushed = Instant::now();
@@ -117,7 +75,7 @@ fn app_and_hub(name: &str) -> (Env, Daemon) {
             "hub": {"dockerfile": "hub", "tags": [env.image("hub:latest")]}
         }),
     );
-    let d = Daemon::start(&config, &addr);
+    let d = Daemon::start(&config, &addr, None);
     (env, d)
 }
 
@@ -196,8 +154,8 @@ fn an_event_storm_during_a_build_makes_one_follow_up_cycle_with_one_head_per_ima
     builds.insert("slow".into(), json!({"dockerfile": "slow", "tags": [env.image("slow:latest")]}));
     let addr = format!("127.0.0.1:{}", free_port());
     let config = env.config(listening(&env, &addr), Value::Object(builds));
-    let log = env.dir.path().join("daemon.log");
-    let _child = Daemon { child: spawn_daemon(&config, &log), log: log.clone(), addr: addr.clone() };
+    let d = Daemon::spawn(&config, &addr, None);
+    let log = d.log.clone();
     assert!(wait_event(&log, "build_started", &[("build", "slow")], Duration::from_secs(60)), "{}", std::fs::read_to_string(&log).unwrap());
     env.registry.clear_log();
     let event = |b: &str| json!({"action": "push", "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "repository": format!("{}/{b}", env.prefix), "tag": "1"}, "request": {"host": env.registry.addr}});

@@ -7,37 +7,12 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::http::{self, post, request};
+use common::http::{self, post, request, Daemon, TOKEN};
 use common::sockproxy::SocketProxy;
 use common::*;
 use serde_json::{json, Value};
-
-const TOKEN: &str = "0123456789abcdef-test-token";
-
-/// A daemon that is killed by PID when the test ends.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path, log: &Path, docker_host: Option<&str>) -> Daemon {
-    let mut cmd = freshen_cmd(config, &[]);
-    if let Some(h) = docker_host {
-        cmd.env("DOCKER_HOST", h);
-    }
-    let child = cmd.stderr(std::fs::File::create(log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
-    let d = Daemon(child);
-    assert!(wait_event(log, "cycle_finished", &[], Duration::from_secs(60)), "{}", std::fs::read_to_string(log).unwrap());
-    assert!(wait_event(log, "listening", &[], Duration::from_secs(5)));
-    d
-}
 
 #[test]
 fn bad_requests_get_a_clear_4xx_cost_no_registry_request_and_the_daemon_goes_on() {
@@ -48,8 +23,8 @@ fn bad_requests_get_a_clear_4xx_cost_no_registry_request_and_the_daemon_goes_on(
     let addr = format!("127.0.0.1:{}", free_port());
     env.write("token", TOKEN);
     let config = one_build(&env, json!({"interval": "1h", "log_format": "json", "listen": addr, "token_file": "token"}), json!({}));
-    let log = env.dir.path().join("daemon.log");
-    let mut d = start(&config, &log, None);
+    let mut d = Daemon::start(&config, &addr, None);
+    let log = d.log.clone();
     env.registry.clear_log();
     let hook = "/v1/hooks/registry";
     let envelope = "application/vnd.docker.distribution.events.v1+json";
@@ -95,29 +70,19 @@ fn bad_requests_get_a_clear_4xx_cost_no_registry_request_and_the_daemon_goes_on(
     assert!(a.json()["error"].as_str().unwrap().contains("endpoints: /healthz"), "{}", a.body);
 
     // Slow clients: a body that stops coming, and headers that never end.
-    let slow_body = std::thread::spawn({
+    let slow = |sent: String| {
         let addr = addr.clone();
-        move || {
+        std::thread::spawn(move || {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
-            let head = format!("POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"images\"");
-            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(sent.as_bytes()).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             let started = Instant::now();
             let a = http::read_answer(&mut s);
             (a, started.elapsed())
-        }
-    });
-    let slow_head = std::thread::spawn({
-        let addr = addr.clone();
-        move || {
-            let mut s = std::net::TcpStream::connect(&addr).unwrap();
-            s.write_all(b"POST /v1/check HTTP/1.1\r\nHost: x\r\n").unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let started = Instant::now();
-            let a = http::read_answer(&mut s);
-            (a, started.elapsed())
-        }
-    });
+        })
+    };
+    let slow_body = slow(format!("POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"images\""));
+    let slow_head = slow("POST /v1/check HTTP/1.1\r\nHost: x\r\n".to_string());
     let (a, took) = slow_body.join().unwrap();
     assert_eq!(a.status, 408, "{}", a.body);
     assert!(a.json()["error"].as_str().unwrap().contains("did not arrive within 10s"), "{}", a.body);
@@ -126,7 +91,7 @@ fn bad_requests_get_a_clear_4xx_cost_no_registry_request_and_the_daemon_goes_on(
     assert!(took < Duration::from_secs(20), "headers that never end are cut after the header timeout: {took:?} {a:?}");
 
     assert_eq!(request(&addr, "GET", "/healthz", &[], None).status, 200);
-    assert!(d.0.try_wait().unwrap().is_none(), "the daemon runs on");
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon runs on");
     assert_eq!(count_events(&log, "cycle_finished", &[]), 1, "no bad request made a cycle");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("W1DGET") && !text.contains(TOKEN), "no token in the log");
@@ -154,8 +119,8 @@ fn metrics_parse_and_match_what_the_cycles_did_and_readyz_follows_the_engine() {
     let config = one_build(&env, options, json!({}));
     let sock = env.dir.path().join("engine.sock");
     let front = SocketProxy::start(&sock, Path::new("/var/run/docker.sock"));
-    let log = env.dir.path().join("daemon.log");
-    let _d = start(&config, &log, Some(&format!("unix://{}", sock.display())));
+    let d = Daemon::start(&config, &addr, Some(&format!("unix://{}", sock.display())));
+    let log = d.log.clone();
     let a = request(&addr, "POST", "/v1/check", &[("Content-Type", "application/json")], Some(b"{}"));
     assert_eq!(a.status, 202, "no token needed on loopback with allow_unauthenticated_loopback: {}", a.body);
     assert!(wait_until(Duration::from_secs(30), || count_events(&log, "cycle_finished", &[]) == 2));
@@ -165,11 +130,7 @@ fn metrics_parse_and_match_what_the_cycles_did_and_readyz_follows_the_engine() {
     assert!(a.header("content-type").unwrap().starts_with("application/openmetrics-text"), "{:?}", a.headers);
     let scrape = prometheus_parse::Scrape::parse(a.body.lines().map(|l| Ok(l.to_string()))).unwrap();
     let registry = env.registry.addr.as_str();
-    let heads = std::fs::read_to_string(env.dir.path().join("registry.log"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("\"freshen/") && l.contains("\"HEAD "))
-        .count();
+    let heads = env.registry.requests_from("freshen/").iter().filter(|r| r.starts_with("HEAD ")).count();
     assert_eq!(heads, 2, "one HEAD a cycle");
     let m =
         |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{}", a.body));

@@ -4,7 +4,60 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The bearer token the server tests configure (`token_file`).
+pub const TOKEN: &str = "0123456789abcdef-test-token";
+
+/// A listening freshen daemon, killed (by its PID) when the test ends, however it ends.
+pub struct Daemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its log (debug; JSON with `log_format: "json"`).
+    pub log: PathBuf,
+    /// Where it listens.
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Runs freshen on `config` (which listens on `addr`), with `DOCKER_HOST` set to
+    /// `docker_host` when given, logging to `daemon.log` beside the config.
+    pub fn spawn(config: &Path, addr: &str, docker_host: Option<&str>) -> Daemon {
+        let log = config.parent().unwrap().join("daemon.log");
+        let mut cmd = super::freshen_cmd(config, &[]);
+        if let Some(h) = docker_host {
+            cmd.env("DOCKER_HOST", h);
+        }
+        let child = cmd.stderr(std::fs::File::create(&log).unwrap()).stdout(std::process::Stdio::null()).spawn().unwrap();
+        Daemon { child, log, addr: addr.to_string() }
+    }
+
+    /// [`Daemon::spawn`], then waits until its first cycle ended and it listens.
+    pub fn start(config: &Path, addr: &str, docker_host: Option<&str>) -> Daemon {
+        let d = Daemon::spawn(config, addr, docker_host);
+        assert!(super::wait_event(&d.log, "cycle_finished", &[], Duration::from_secs(60)), "first cycle:\n{}", d.log_text());
+        assert!(super::wait_event(&d.log, "listening", &[], Duration::from_secs(5)), "listening:\n{}", d.log_text());
+        d
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Cycles finished so far (`cycle_finished` events).
+    pub fn cycles(&self) -> usize {
+        super::count_events(&self.log, "cycle_finished", &[])
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// An answer: status code, headers (lowercase names) and body.
 #[derive(Debug)]

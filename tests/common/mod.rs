@@ -132,6 +132,13 @@ impl Registry {
         std::fs::OpenOptions::new().write(true).truncate(true).open(&self.log).unwrap();
     }
 
+    /// The requests (`METHOD /path HTTP/1.1`) since the last clear whose User-Agent starts with `agent` (`freshen/`).
+    pub fn requests_from(&self, agent: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let marker = format!("\"{agent}");
+        log.lines().filter(|l| l.contains(&marker)).filter_map(|l| l.split('"').nth(1).map(str::to_string)).collect()
+    }
+
     /// Access log lines (`"METHOD /path HTTP/1.1" status …`) since the last clear.
     pub fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
