@@ -79,16 +79,17 @@ impl Checker<'_> {
                     let deferred = prior.filter(|p| {
                         out_of_scope || p.source == DigestSource::Registry && self.defer(state.registries.get(image.registry()), p, now)
                     });
-                    let (seen, rate_limit) = match deferred {
-                        Some(p) => (Ok(p.clone()), None),
+                    let (seen, rate_limit, replaces) = match deferred {
+                        Some(p) => (Ok(p.clone()), None, None),
                         // Out of a trigger's scope and never seen: not checked now (a hook costs only its own images).
-                        None if out_of_scope => (Err(CheckError::NotChecked), None),
+                        None if out_of_scope => (Err(CheckError::NotChecked), None, None),
                         None => match self.check_image(image, prior, now).await {
-                            Ok((o, r)) => (Ok(o), r),
-                            Err(e) => (Err(e), None),
+                            Ok(s) => (Ok(s.observation), s.rate_limit, s.replaces),
+                            Err(e) => (Err(e), None, None),
                         },
                     };
-                    let check = Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() || out_of_scope };
+                    let check =
+                        Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() || out_of_scope, replaces };
                     (input.clone(), check, rate_limit)
                 }
             })
@@ -120,26 +121,30 @@ impl Checker<'_> {
         now < prior.seen_at.saturating_add(spacing)
     }
 
-    async fn check_image(
-        &self,
-        image: &ImageRef,
-        prior: Option<&Observation>,
-        now: u64,
-    ) -> Result<(Observation, Option<RateLimit>), CheckError> {
+    async fn check_image(&self, image: &ImageRef, prior: Option<&Observation>, now: u64) -> Result<Seen, CheckError> {
         let observation = |digest: String, source, platforms| {
             let since = prior.filter(|p| p.digest == digest).map_or(now, |p| if p.since == 0 { p.seen_at } else { p.since });
             Observation { digest, source, seen_at: now, since, platforms }
         };
         if let Some(build) = self.project.producer_of(image) {
             return match self.engine.inspect(image.as_str()).await {
-                Ok(Some(info)) => Ok((observation(info.id, DigestSource::Build, BTreeMap::new()), None)),
+                Ok(Some(info)) => Ok(Seen::new(observation(info.id, DigestSource::Build, BTreeMap::new()))),
                 Ok(None) => Err(CheckError::NotBuilt { build: build.to_string() }),
                 Err(e) => Err(CheckError::Engine(e)),
             };
         }
         let known = prior.filter(|p| p.source == DigestSource::Registry).map(|p| (p.digest.as_str(), &p.platforms));
         let registry_error = match registry::check(self.registry, image, known).await {
-            Ok(c) => return Ok((observation(c.digest, DigestSource::Registry, c.platforms), c.rate_limit)),
+            Ok(c) => {
+                let replaces = match prior {
+                    Some(p) if p.source == DigestSource::Local && c.platforms.is_empty() && p.digest != c.digest => {
+                        self.same_image(image, &c.digest, &p.digest).await.then(|| p.digest.clone())
+                    }
+                    _ => None,
+                };
+                let observation = observation(c.digest, DigestSource::Registry, c.platforms);
+                return Ok(Seen { observation, rate_limit: c.rate_limit, replaces });
+            }
             Err(e) => e,
         };
         // A registry that served this image before and fails now is an outage, not a
@@ -150,10 +155,46 @@ impl Checker<'_> {
         match self.engine.inspect(image.as_str()).await {
             Ok(Some(info)) => {
                 tracing::debug!(event = "check_local", image = %image, error = %registry_error, "registry check failed; using the local image ID");
-                Ok((observation(info.id, DigestSource::Local, BTreeMap::new()), None))
+                Ok(Seen::new(observation(info.id, DigestSource::Local, BTreeMap::new())))
             }
             Ok(None) => Err(CheckError::NoLocalImage { image: image.clone(), registry: registry_error }),
             Err(_) => Err(CheckError::Registry(registry_error)),
         }
+    }
+
+    /// True when the manifest `digest` that the registry now serves for `image` is the
+    /// image whose ID (`local_id`) an earlier check took from the engine: its config
+    /// descriptor's digest is that ID. So a base built on this host, checked before its
+    /// first push and then pushed, is not a change (OCI image spec: an image's ID is the
+    /// digest of its config). One manifest GET, made once, when the image first appears
+    /// in its registry; any error answers false, and the builds on it are rebuilt.
+    async fn same_image(&self, image: &ImageRef, digest: &str, local_id: &str) -> bool {
+        match self.registry.config_digest(image, digest).await {
+            Ok(config) if config == local_id => {
+                tracing::debug!(event = "check_local_pushed", image = %image, digest = %digest, image_id = %local_id, "the registry now serves the local image");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(event = "check_local_unconfirmed", image = %image, error = %e, "could not read the manifest's config digest");
+                false
+            }
+        }
+    }
+}
+
+/// One image's check.
+struct Seen {
+    /// What was seen.
+    observation: Observation,
+    /// The registry's rate-limit headers, when it sent them.
+    rate_limit: Option<RateLimit>,
+    /// The local image ID the last observation held, when the registry now serves that image.
+    replaces: Option<String>,
+}
+
+impl Seen {
+    fn new(observation: Observation) -> Self {
+        Seen { observation, rate_limit: None, replaces: None }
     }
 }

@@ -140,6 +140,10 @@ pub struct Check {
     /// reserve, or because the cycle checked only the inputs a trigger named);
     /// `seen` is the last observation.
     pub deferred: bool,
+    /// The local image ID this input was last seen under, when the registry now
+    /// serves that same image under `seen`'s digest (a base built here, then pushed):
+    /// builds recorded on that ID are not rebuilt, and their records move to the digest.
+    pub replaces: Option<String>,
 }
 
 /// The child digest for `platform` (`os/arch[/variant]`): an exact match, else the

@@ -42,6 +42,9 @@ pub struct Current {
     pub for_build: String,
     /// When this digest was first seen, seconds since the Unix epoch: the settle window counts from it.
     pub since: u64,
+    /// The local image ID this digest's image was seen under before its first push
+    /// ([`crate::input::Check::replaces`]): a build recorded on it is fresh.
+    pub replaces: Option<String>,
 }
 
 /// What the engine has under a build's first tag.
@@ -228,10 +231,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             .inputs
             .iter()
             .map(|i| {
-                let c = match input.checks.get(i).map(|c| &c.seen) {
-                    Some(Ok(o)) => {
-                        Ok(Current { digest: o.digest.clone(), for_build: o.for_platform(platform).to_string(), since: o.since })
-                    }
+                let check = input.checks.get(i);
+                let c = match check.map(|c| &c.seen) {
+                    Some(Ok(o)) => Ok(Current {
+                        digest: o.digest.clone(),
+                        for_build: o.for_platform(platform).to_string(),
+                        since: o.since,
+                        replaces: check.and_then(|c| c.replaces.clone()),
+                    }),
                     Some(Err(e)) => Err(e.clone()),
                     None => Err(CheckError::NotChecked),
                 };
@@ -256,9 +263,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             d => d,
         };
         if let (Decision::Fresh, Some(r)) = (&decision, &record) {
-            if known.keys().any(|k| !r.built_from.contains_key(k)) {
+            // A new input, or one whose local image ID was pushed: record the digest now current.
+            let replaced = |k: &Input| current.get(k).and_then(|c| c.as_ref().ok()?.replaces.as_ref());
+            let moved = |k: &Input| r.built_from.get(k).is_some_and(|old| replaced(k) == Some(old));
+            if known.keys().any(|k| !r.built_from.contains_key(k) || moved(k)) {
                 let mut r = out.adopted.get(name).cloned().unwrap_or_else(|| r.clone());
                 for (k, d) in &known {
+                    if moved(k) {
+                        r.built_from.insert(k.clone(), d.clone());
+                    }
                     r.built_from.entry(k.clone()).or_insert_with(|| d.clone());
                 }
                 out.adopted.insert(name.clone(), r);
@@ -328,7 +341,7 @@ fn decide(
     for (i, c) in current {
         match c {
             Ok(c) => match record.and_then(|r| r.built_from.get(i)) {
-                Some(old) if *old != c.for_build => {
+                Some(old) if *old != c.for_build && c.replaces.as_ref() != Some(old) => {
                     let ready_at = c.since.saturating_add(input.settle_secs);
                     if ready_at > input.now {
                         let later = matches!(settling, Some(Decision::Settling { ready_at: r, .. }) if r >= ready_at);

@@ -133,6 +133,46 @@ fn a_multi_platform_base_changed_only_for_another_platform_is_not_a_change() {
 }
 
 #[test]
+fn a_base_built_here_then_pushed_is_the_same_image_and_not_rebuilt_again() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("localpush");
+    env.build_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN cat /etc/base-version > /v\n", env.image("base:1")));
+    env.config(json!({}), json!({"app": {"dockerfile": "app", "tags": [env.image("app:latest")]}}));
+    // Not in its registry yet: the engine's image ID stands in, and the app is built on it.
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(report(&out)["decisions"]["app"]["status"], "missing");
+    let built = image_id(&env.image("app:latest")).unwrap();
+
+    // The same image pushed: its manifest's config digest is that ID, so nothing changed.
+    docker(&["push", "-q", &env.image("base:1")]);
+    env.registry.clear_log();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(report(&out)["decisions"]["app"]["status"], "fresh", "{}", report(&out));
+    assert_eq!(image_id(&env.image("app:latest")).unwrap(), built, "no rebuild");
+    let requests = env.registry.requests_from("freshen/");
+    let gets = requests.iter().filter(|r| r.starts_with("GET") && r.contains("/base/manifests/sha256:")).count();
+    assert_eq!((requests.len(), gets), (2, 1), "one HEAD and one manifest GET, once: {requests:?}");
+    let state: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
+    let digest = registry_digest(&env.image("base:1")).unwrap();
+    assert_eq!(state["builds"]["app"]["built_from"][format!("image:{}", env.image("base:1"))], digest.as_str(), "{state}");
+
+    env.registry.clear_log();
+    assert_eq!(env.freshen(&["--once"]).status.code(), Some(0));
+    assert_eq!(env.registry.requests_from("freshen/").len(), 1, "then one HEAD a cycle: {:?}", env.registry.requests());
+
+    // Another image pushed under the tag is a change.
+    env.push_base("base:1", "v2");
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(report(&out)["decisions"]["app"]["status"], "changed");
+    assert_eq!(cat(&env.image("app:latest"), "/v"), "v2");
+}
+
+#[test]
 fn transient_failures_are_retried_within_the_cycle() {
     if !engine_available() {
         return;

@@ -283,6 +283,23 @@ impl HttpRegistry {
     }
 }
 
+impl HttpRegistry {
+    /// `GET /v2/<name>/manifests/<digest>`, its body (`what`) read within [`MAX_BODY_BYTES`] and parsed by `parse`.
+    async fn get_manifest<T>(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        what: &str,
+        parse: fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, RegistryError> {
+        let resp = self.request(Method::GET, image, digest).await?;
+        let protocol =
+            |message: String| RegistryError::Protocol { registry: image.registry().to_string(), image: image.to_string(), message };
+        let body = read_body(resp, what).await.map_err(protocol)?;
+        parse(&body).map_err(protocol)
+    }
+}
+
 /// The body of `resp`, at most [`MAX_BODY_BYTES`]; `what` names it in the error.
 async fn read_body(mut resp: Response, what: &str) -> Result<Vec<u8>, String> {
     let too_large = || format!("{what}: the body is larger than the {MAX_BODY_BYTES}-byte limit");
@@ -319,10 +336,10 @@ impl Registry for HttpRegistry {
     }
 
     async fn index(&self, image: &ImageRef, digest: &str) -> Result<BTreeMap<String, String>, RegistryError> {
-        let resp = self.request(Method::GET, image, digest).await?;
-        let protocol =
-            |message: String| RegistryError::Protocol { registry: image.registry().to_string(), image: image.to_string(), message };
-        let body = read_body(resp, "the index").await.map_err(protocol)?;
-        parse_index(&body).map_err(protocol)
+        self.get_manifest(image, digest, "the index", parse_index).await
+    }
+
+    async fn config_digest(&self, image: &ImageRef, digest: &str) -> Result<String, RegistryError> {
+        self.get_manifest(image, digest, "the manifest", super::parse_config_digest).await
     }
 }

@@ -71,6 +71,14 @@ pub trait Registry: Send + Sync {
     /// # Errors
     /// As [`Registry::head`], and [`RegistryError::Protocol`] when the body is not an index.
     async fn index(&self, image: &ImageRef, digest: &str) -> Result<BTreeMap<String, String>, RegistryError>;
+
+    /// `GET /v2/<name>/manifests/<digest>` of an image manifest; returns its config
+    /// descriptor's digest, which is the image ID an engine shows for it (OCI image
+    /// spec, "Image Manifest": `config`; "Image ID": the digest of the config).
+    ///
+    /// # Errors
+    /// As [`Registry::head`], and [`RegistryError::Protocol`] when the body is not an image manifest.
+    async fn config_digest(&self, image: &ImageRef, digest: &str) -> Result<String, RegistryError>;
 }
 
 /// Told of every HTTP request the registry client sends, for metrics
@@ -149,6 +157,17 @@ pub fn parse_rate_limit(limit: Option<&str>, remaining: Option<&str>) -> Option<
         |s: &str| s.split(';').find_map(|p| p.trim().strip_prefix("w=")?.parse::<u64>().ok()).map(|w| w.min(MAX_REGISTRY_WAIT_SECS));
     let (l, r) = (limit?, remaining?);
     Some(RateLimit { limit: number(l)?, remaining: number(r)?, window_secs: window(r).or_else(|| window(l)) })
+}
+
+/// The config descriptor's digest of an OCI image manifest or Docker image manifest v2.
+///
+/// # Errors
+/// A message when `body` is not an image manifest or its config digest is not valid.
+pub fn parse_config_digest(body: &[u8]) -> Result<String, String> {
+    let manifest = oci_spec::image::ImageManifest::from_reader(body).map_err(|e| format!("image manifest does not parse: {e}"))?;
+    let digest = manifest.config().digest().to_string();
+    validate_digest(&digest).map_err(|e| format!("manifest config: {e}"))?;
+    Ok(digest)
 }
 
 /// Platform → digest for the children of an OCI image index or Docker manifest

@@ -43,6 +43,10 @@ impl Registry for FakeRegistry {
     async fn index(&self, image: &ImageRef, _digest: &str) -> Result<BTreeMap<String, String>, RegistryError> {
         Err(RegistryError::Protocol { registry: image.registry().into(), image: image.to_string(), message: "no index here".into() })
     }
+
+    async fn config_digest(&self, image: &ImageRef, _digest: &str) -> Result<String, RegistryError> {
+        Err(RegistryError::Protocol { registry: image.registry().into(), image: image.to_string(), message: "no manifests here".into() })
+    }
 }
 
 /// An engine holding images in memory. A build succeeds unless its name is in
