@@ -1,5 +1,5 @@
 //! A cycle's checks: the current digest of every distinct watched image, each
-//! checked once, at most `check_concurrency` at a time.
+//! checked once, at most `check_concurrency` at a time per registry.
 //!
 //! Where a digest comes from, in order:
 //! - another build's tag: that image's ID in the engine;
@@ -11,9 +11,10 @@
 //! A registry whose `RateLimit-Remaining` fell under `rate_limit_reserve` is
 //! checked less often until its window resets: between checks, the last digest stands.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures_util::stream::{self, StreamExt};
+use tokio::sync::Semaphore;
 
 use crate::engine::Engine;
 use crate::error::CheckError;
@@ -31,7 +32,7 @@ pub struct Checker<'a> {
     pub engine: &'a dyn Engine,
     /// Answers for everything else.
     pub registry: &'a dyn Registry,
-    /// Bounds the checks in flight, so a registry is not flooded.
+    /// Bounds the checks in flight to each registry, so none is flooded.
     pub concurrency: usize,
     /// Under this many requests left, a registry's checks are spaced out.
     pub rate_limit_reserve: u64,
@@ -63,17 +64,26 @@ impl Checks {
 }
 
 impl Checker<'_> {
-    /// Checks every distinct watched input once, `concurrency` at a time, against
+    /// Checks every distinct watched input once, `concurrency` at a time per registry, against
     /// `state` (the digests and rate limits seen before). Never fails as a whole: each
     /// input's failure is its own [`CheckError`].
     pub async fn check_all(&self, state: &State, now: u64) -> Checks {
         let mut inputs: Vec<&Input> = self.project.builds.values().filter(|a| a.resolution.is_ok()).flat_map(|a| &a.inputs).collect();
         inputs.sort();
         inputs.dedup();
+        // One bound per registry: checks of different registries never wait on each other.
+        let (limit, count) = (self.concurrency.max(1), inputs.len());
+        let registries: HashMap<&str, Semaphore> =
+            inputs.iter().filter_map(|i| i.image()).map(|image| (image.registry(), Semaphore::new(limit))).collect();
         let results: Vec<(Input, Check, Option<RateLimit>)> = stream::iter(inputs)
             .map(|input| {
                 let prior = state.inputs.get(input);
+                let registry = input.image().and_then(|image| registries.get(image.registry()));
                 async move {
+                    let _permit = match registry {
+                        Some(r) => Some(r.acquire().await.expect("the semaphore is never closed")),
+                        None => None,
+                    };
                     let Input::Image(image) = input;
                     let out_of_scope = self.only.is_some_and(|only| !only.contains(input)) && self.project.producer_of(image).is_none();
                     let deferred = prior.filter(|p| {
@@ -93,7 +103,8 @@ impl Checker<'_> {
                     (input.clone(), check, rate_limit)
                 }
             })
-            .buffer_unordered(self.concurrency.max(1))
+            // Every check is polled at once; the semaphores above are the bound.
+            .buffer_unordered(count.max(1))
             .collect()
             .await;
         let mut out = Checks::default();

@@ -146,10 +146,10 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         rate_limit_reserve: input.rate_limit_reserve,
         only: input.only.as_ref(),
     };
-    let checks = checker.check_all(state, state::now_secs()).await;
+    // The registry checks and the engine's answers for the output tags do not depend on each other.
+    let (checks, existing) = tokio::join!(checker.check_all(state, state::now_secs()), inspect_outputs(input));
     let rate_limits = checks.rate_limits.iter().map(|(r, rec)| (r.clone(), rec.remaining)).collect();
     log_checks(&checks.inputs, &redactor);
-    let existing = inspect_outputs(input).await;
     let plan = plan::plan(&PlanInput {
         project,
         checks: &checks.inputs,

@@ -1,12 +1,13 @@
 //! What a registry says was pushed, and which watched inputs it names. Pure: no I/O.
 //!
-//! Three bodies are read here, each into a list of [`Pushed`] images:
+//! Four bodies are read here, each into a list of [`Pushed`] images:
 //! - a distribution notification envelope (`{"events": [...]}`, media type
 //!   `application/vnd.docker.distribution.events.v1+json` or `…v2+json`; distribution
 //!   docs, "Notifications"): a `push` event of a manifest, named by
 //!   `request.host` (else `target.url`'s host) + `target.repository` + `target.tag`;
 //! - Docker Hub's repository webhook (`repository.repo_name`, `push_data.tag`;
 //!   Docker docs, "Webhooks");
+//! - Harbor's webhook (`type` `PUSH_ARTIFACT`, `event_data.resources[].resource_url`);
 //! - freshen's own `/v1/check` body (`{"images": [...]}` or `{"builds": [...]}`).
 //!
 //! [`watched`] then keeps the images a build watches, under Docker's
@@ -203,6 +204,55 @@ pub fn dockerhub_event(body: &[u8]) -> Result<Pushed, BodyError> {
     Ok(Pushed { image, digest: None })
 }
 
+#[derive(Deserialize)]
+struct Harbor {
+    #[serde(rename = "type")]
+    kind: String,
+    event_data: HarborData,
+}
+
+#[derive(Deserialize)]
+struct HarborData {
+    #[serde(default)]
+    resources: Vec<HarborResource>,
+}
+
+#[derive(Deserialize)]
+struct HarborResource {
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    resource_url: String,
+}
+
+/// The images that a Harbor webhook (the "Default" payload format) says were
+/// pushed, and how many of its resources named none: a `PUSH_ARTIFACT` event's
+/// `event_data.resources[]`, each named by its `resource_url`
+/// (`harbor.example.com/project/repository:tag`) with its `digest` to confirm
+/// against. Other event types, and resources pushed without a tag, are ignored
+/// (Harbor docs, "Configure Webhook Notifications").
+///
+/// # Errors
+/// [`BodyError`] when the body is not JSON, or `type` or `event_data` is missing.
+pub fn harbor_event(body: &[u8]) -> Result<(Vec<Pushed>, usize), BodyError> {
+    let harbor: Harbor = parse(body)?;
+    let mut ignored = 0;
+    let mut pushed = Vec::new();
+    for r in harbor.event_data.resources {
+        let image = Some(&r.resource_url)
+            .filter(|_| harbor.kind == "PUSH_ARTIFACT" && !r.tag.is_empty())
+            .and_then(|url| ImageRef::parse(url).ok())
+            .filter(|image| image.tag().is_some() && image.digest().is_none());
+        match image {
+            Some(image) => pushed.push(Pushed { image, digest: Some(r.digest).filter(|d| !d.is_empty()) }),
+            None => ignored += 1,
+        }
+    }
+    Ok((pushed, ignored))
+}
+
 /// What `POST /v1/check` asks for: images, builds, or (neither) everything.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -318,5 +368,28 @@ mod tests {
         assert_eq!(dockerhub_event(body).unwrap().image.as_str(), "docker.io/library/debian:bookworm-slim");
         let e = dockerhub_event(br#"{"push_data": {"tag": "x"}, "repository": {"repo_name": "UPPER"}}"#).unwrap_err();
         assert!(e.message.contains("lowercase"), "{e}");
+    }
+
+    #[test]
+    fn harbor_pushes_name_their_resource_url() {
+        let resource = |tag: &str, url: &str| format!(r#"{{"digest": "sha256:aa", "tag": "{tag}", "resource_url": "{url}"}}"#);
+        let body = |kind: &str, resources: &[String]| {
+            format!(
+                r#"{{"type": "{kind}", "occur_at": 1, "operator": "ci", "event_data": {{"resources": [{}], "repository": {{"repo_full_name": "library/base"}}}}}}"#,
+                resources.join(",")
+            )
+        };
+        let tagged = resource("1", "harbor.example.com/library/base:1");
+        let untagged = resource("", "harbor.example.com/library/base@sha256:aa");
+        let (pushed, ignored) = harbor_event(body("PUSH_ARTIFACT", &[tagged.clone(), untagged]).as_bytes()).unwrap();
+        assert_eq!(
+            pushed.iter().map(|p| (p.image.as_str(), p.digest.as_deref())).collect::<Vec<_>>(),
+            [("harbor.example.com/library/base:1", Some("sha256:aa"))]
+        );
+        assert_eq!(ignored, 1, "a push without a tag moves no tag");
+        let (pushed, ignored) = harbor_event(body("PULL_ARTIFACT", &[tagged]).as_bytes()).unwrap();
+        assert_eq!((pushed.len(), ignored), (0, 1));
+        let e = harbor_event(br#"{"type": "PUSH_ARTIFACT"}"#).unwrap_err();
+        assert!(e.message.contains("event_data"), "{e}");
     }
 }

@@ -35,6 +35,8 @@ pub enum Source {
     Registry,
     /// A Docker Hub webhook (`POST /v1/hooks/dockerhub`) that named a watched image.
     DockerHub,
+    /// A Harbor webhook (`POST /v1/hooks/harbor`) that named a watched image.
+    Harbor,
     /// `POST /v1/check`.
     Api,
 }
@@ -46,6 +48,7 @@ impl std::fmt::Display for Source {
             Source::Signal => "signal",
             Source::Registry => "registry",
             Source::DockerHub => "dockerhub",
+            Source::Harbor => "harbor",
             Source::Api => "api",
         })
     }
@@ -166,7 +169,7 @@ impl Metrics {
         );
         registry.register(
             "freshen_triggers",
-            "Triggers that asked for a cycle, by source (interval, signal, registry, dockerhub, api)",
+            "Triggers that asked for a cycle, by source (interval, signal, registry, dockerhub, harbor, api)",
             m.triggers.clone(),
         );
         registry.register_with_unit(

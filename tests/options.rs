@@ -102,7 +102,11 @@ const ROWS: &[Row] = &[
         "\"allow_unauthenticated_loopback\"",
     ),
     row("registries/insecure", "options_engine.rs::insecure_reaches_a_plain_http_registry_that_is_not_on_loopback", "\"insecure\""),
-    row("registries/ca_file", "options_engine.rs::ca_file_trusts_a_registry_certificate_from_that_ca", "\"ca_file\""),
+    row(
+        "registries/ca_file",
+        "options_engine.rs::ca_file_trusts_a_registry_certificate_from_that_ca_and_http2_is_used_where_offered",
+        "\"ca_file\"",
+    ),
     row("builds/dockerfile", "options.rs::dockerfile_is_a_file_or_a_folder_holding_one", "\"dockerfile\""),
     row("builds/context", "bad_input.rs::contexts_archive_symlinks_as_links_and_apply_dockerignore", "\"context\""),
     row("builds/build_dir", "options_engine.rs::tag_and_build_dir_are_the_docker_rebuilder_spellings", "\"build_dir\""),

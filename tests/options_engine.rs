@@ -216,7 +216,7 @@ fn insecure_reaches_a_plain_http_registry_that_is_not_on_loopback() {
 }
 
 #[test]
-fn ca_file_trusts_a_registry_certificate_from_that_ca() {
+fn ca_file_trusts_a_registry_certificate_from_that_ca_and_http2_is_used_where_offered() {
     if !engine_available() {
         return;
     }
@@ -240,9 +240,13 @@ fn ca_file_trusts_a_registry_certificate_from_that_ca() {
     let base = format!("{host}/{}/base:1", env.prefix);
     let (_, check) = check_through(&env, &base, json!({}));
     assert!(check["error"].as_str().unwrap().contains("certificate"), "an unknown CA is refused: {check}");
+    env.registry.clear_log();
     let (code, check) = check_through(&env, &base, json!({host: {"ca_file": "ca.pem"}}));
     assert_eq!(code, 0, "{check}");
     assert!(check["new"].as_str().unwrap().starts_with("sha256:"), "{check}");
+    // distribution offers HTTP/2 over TLS (ALPN), and freshen takes it: its checks share one connection.
+    let requests = env.registry.requests_from("freshen/");
+    assert!(!requests.is_empty() && requests.iter().all(|r| r.ends_with(" HTTP/2.0")), "HTTP/2: {requests:?}");
 }
 
 #[test]

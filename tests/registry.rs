@@ -238,6 +238,30 @@ fn checks_run_check_concurrency_at_a_time_and_give_up_after_registry_timeout() {
 }
 
 #[test]
+fn check_concurrency_bounds_each_registry_on_its_own() {
+    if !engine_available() {
+        return;
+    }
+    // Two registries to freshen (two hosts), one behind the other: `a` sees every request.
+    let env = Env::new("perregistry");
+    let a = common::proxy::Proxy::start(&env.registry.addr);
+    let b = common::proxy::Proxy::start(&a.addr);
+    let mut builds = serde_json::Map::new();
+    for (proxy, base) in [(&a, "one"), (&a, "two"), (&a, "three"), (&b, "four"), (&b, "five"), (&b, "six")] {
+        env.push_base(&format!("{base}:1"), base);
+        env.write(&format!("{base}/Dockerfile"), &format!("FROM {}/{}/{base}:1\n", proxy.addr, env.prefix));
+        builds.insert(base.to_string(), json!({"dockerfile": base, "tags": [env.image(&format!("{base}-app:latest"))]}));
+    }
+    env.config(json!({"check_concurrency": 1}), Value::Object(builds));
+    a.set_latency(std::time::Duration::from_millis(500));
+    let out = env.freshen(&["--once", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((a.count("HEAD"), b.count("HEAD")), (6, 3));
+    assert_eq!(b.max_in_flight(), 1, "one at a time to each registry");
+    assert_eq!(a.max_in_flight(), 2, "and the two registries at once");
+}
+
+#[test]
 fn a_429_stops_requests_to_that_registry_for_the_cycle() {
     if !engine_available() {
         return;

@@ -1,7 +1,7 @@
 //! The daemon's HTTP server, through the binary: a real registry's
-//! notifications rebuild in seconds with no polling; Docker Hub's payload and
-//! `/v1/check` trigger checks of exactly what they name; an event storm makes
-//! one follow-up cycle.
+//! notifications rebuild in seconds with no polling; Docker Hub's and Harbor's
+//! payloads and `/v1/check` trigger checks of exactly what they name; an event
+//! storm makes one follow-up cycle.
 
 mod common;
 
@@ -91,7 +91,7 @@ fn checked(d: &Daemon) -> Vec<String> {
 }
 
 #[test]
-fn docker_hub_payloads_and_the_check_endpoint_check_exactly_what_they_name() {
+fn docker_hub_and_harbor_payloads_and_the_check_endpoint_check_exactly_what_they_name() {
     if !engine_available() {
         return;
     }
@@ -129,12 +129,26 @@ fn docker_hub_payloads_and_the_check_endpoint_check_exactly_what_they_name() {
     all.sort();
     assert_eq!(all, [base.clone(), debian.to_string()], "an empty body checks everything");
 
+    // Harbor's payload: the resource_url names the image; a pull event names none.
+    let harbor = |kind: &str, url: &str| {
+        json!({"type": kind, "occur_at": 1, "operator": "ci", "event_data": {"resources": [{"digest": "", "tag": "1", "resource_url": url}]}})
+            .to_string()
+    };
+    let a = post(&d.addr, "/v1/hooks/harbor", TOKEN, "application/json", harbor("PULL_ARTIFACT", &base).as_bytes());
+    assert_eq!((a.status, a.json()["images"].clone(), a.json()["ignored"].clone()), (202, json!([]), json!(1)), "{}", a.body);
+    env.registry.clear_log();
+    let a = post(&d.addr, "/v1/hooks/harbor", TOKEN, "application/json", harbor("PUSH_ARTIFACT", &base).as_bytes());
+    assert_eq!((a.status, a.json()["images"].clone()), (202, json!([base])), "{}", a.body);
+    assert!(wait_until(Duration::from_secs(20), || d.cycles() == 6), "{}", d.log_text());
+    assert_eq!(checked(&d), std::slice::from_ref(&base));
+    assert_eq!(heads(&env).len(), 1, "one HEAD: {:?}", heads(&env));
+
     let a = post(&d.addr, "/v1/check", TOKEN, "application/json", br#"{"builds": ["nope"]}"#);
     assert_eq!(a.status, 400, "{}", a.body);
     assert!(a.json()["error"].as_str().unwrap().contains("builds[0]: no build named \"nope\"; builds: app, hub"), "{}", a.body);
 
     let status = get(&d.addr, "/v1/status", TOKEN).json();
-    assert_eq!(status["cycles"], 5);
+    assert_eq!(status["cycles"], 6);
     assert_eq!(status["phase"], "idle");
     let next = status["next_check_at"].as_u64().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();

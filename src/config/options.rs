@@ -39,6 +39,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Checks in flight at once per registry when `check_concurrency` is not set.
+///
+/// B1 (BENCHMARKS.md): at 8, 50 bases took 7 rounds of HEADs (one round trip
+/// each); 64 checks 50 in one. 64 is under the streams an HTTP/2 server takes on
+/// one connection by default (nginx 128, Go's net/http 250, so Docker Hub's and
+/// distribution's over TLS), where the checks then share one connection; over
+/// HTTP/1.1 each is its own connection, which a registry's server takes as readily.
+pub const DEFAULT_CHECK_CONCURRENCY: usize = 64;
+
 /// Global options, with defaults filled in.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -46,7 +55,8 @@ pub struct Options {
     pub interval: Duration,
     /// Builds at once (default 1): bounds the load on the engine.
     pub parallelism: usize,
-    /// Registry checks at once (default 8): fast cycles without flooding a registry.
+    /// Registry checks in flight at once per registry (default 64), and engine inspects of
+    /// output tags at once: fast cycles without flooding a registry.
     pub check_concurrency: usize,
     /// How long one registry request may take (default 20 s), so a dead registry cannot stall a cycle.
     pub registry_timeout: Duration,
@@ -184,7 +194,7 @@ pub(super) fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) 
     Options {
         interval: duration(raw, "interval", Duration::from_secs(300), v),
         parallelism: raw.get("parallelism").and_then(Value::as_u64).unwrap_or(1) as usize,
-        check_concurrency: raw.get("check_concurrency").and_then(Value::as_u64).unwrap_or(8) as usize,
+        check_concurrency: raw.get("check_concurrency").and_then(Value::as_u64).unwrap_or(DEFAULT_CHECK_CONCURRENCY as u64) as usize,
         registry_timeout: duration(raw, "registry_timeout", Duration::from_secs(20), v),
         shutdown_grace: duration(raw, "shutdown_grace", Duration::from_secs(30), v),
         build_timeout: duration(raw, "build_timeout", Duration::from_secs(2 * 3600), v),

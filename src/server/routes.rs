@@ -31,6 +31,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/hooks/registry", post(registry_hook))
         .route("/v1/hooks/dockerhub", post(dockerhub_hook))
+        .route("/v1/hooks/harbor", post(harbor_hook))
         .route("/v1/check", post(check))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -41,7 +42,7 @@ async fn not_found(uri: Uri) -> Refusal {
     Refusal::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no endpoint {}; endpoints: /healthz, /readyz, /metrics, /v1/status, /v1/hooks/registry, /v1/hooks/dockerhub, /v1/check",
+            "no endpoint {}; endpoints: /healthz, /readyz, /metrics, /v1/status, /v1/hooks/registry, /v1/hooks/dockerhub, /v1/hooks/harbor, /v1/check",
             uri.path()
         ),
     )
@@ -152,17 +153,35 @@ async fn registry_hook(
     body: Body,
 ) -> Result<Response, Refusal> {
     let body = posted(&shared, peer, &headers, body, "/v1/hooks/registry", &ENVELOPE_TYPES, false).await?;
-    let (pushed, mut ignored) = event::registry_events(&body).map_err(|e| bad_body(&e))?;
-    let watched = event::watched(&*project(&shared)?, pushed.iter().map(|p| &p.image));
+    let (pushed, ignored) = event::registry_events(&body).map_err(|e| bad_body(&e))?;
+    accept_pushed(&shared, Source::Registry, pushed, ignored)
+}
+
+/// `POST /v1/hooks/harbor`: a Harbor webhook in its "Default" payload format.
+async fn harbor_hook(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let body = posted(&shared, peer, &headers, body, "/v1/hooks/harbor", &["application/json"], false).await?;
+    let (pushed, ignored) = event::harbor_event(&body).map_err(|e| bad_body(&e))?;
+    accept_pushed(&shared, Source::Harbor, pushed, ignored)
+}
+
+/// Checks the watched images among `pushed`, each confirmed against the digest
+/// its event named ([`super::confirm`]); the rest add to `ignored`.
+fn accept_pushed(shared: &Shared, source: Source, pushed: Vec<event::Pushed>, mut ignored: usize) -> Result<Response, Refusal> {
+    let watched = event::watched(&*project(shared)?, pushed.iter().map(|p| &p.image));
     for p in pushed {
         let input = Input::Image(p.image);
         match (watched.contains(&input), p.digest) {
             (false, _) => ignored += 1,
-            (true, Some(digest)) => super::confirm::expect(&shared, input, digest),
+            (true, Some(digest)) => super::confirm::expect(shared, input, digest),
             (true, None) => {}
         }
     }
-    Ok(accept(&shared, Source::Registry, watched, ignored))
+    Ok(accept(shared, source, watched, ignored))
 }
 
 /// `POST /v1/hooks/dockerhub`: Docker Hub's repository webhook.
