@@ -34,7 +34,7 @@ def write_markdown(r, path, criterion=None):
         w(f"Reading: at M = 50 freshen's cycle takes {f:.3f} s: {a / f:.1f}× faster than pulling every base (target 10×) and "
           f"{b / f:.1f}× faster than rebuilding with `--pull` (target 50×), with {heads} HEAD requests (target: exactly 50) and no GET, "
           "so no Docker Hub pull quota is used. Check the alternatives' GETs in the registry log: on Docker 20.10 they are "
-          "`GET /v2/` pings, not manifest GETs. The HEADs run check_concurrency (8) at a time.\n")
+          "`GET /v2/` pings, not manifest GETs. The HEADs run check_concurrency (64 per registry by default) at a time: all 50 in one round.\n")
 
     w("## B2: rebuild makespan\n")
     w("A DAG of 12 builds in 3 levels of 4, each on a build of the level above, each `RUN sleep 1` (distinct per build, so no cache hits), after a new root base is pushed. Makespan is the cycle's "
