@@ -38,7 +38,7 @@ pub struct CycleInput {
     pub state_path: std::path::PathBuf,
     /// Builds at once.
     pub parallelism: usize,
-    /// Registry checks at once.
+    /// Registry checks in flight at once per registry, and engine inspects of output tags at once.
     pub check_concurrency: usize,
     /// How long running builds may go on after the stop signal.
     pub shutdown_grace: Duration,
