@@ -36,6 +36,10 @@ pub struct Pushed {
     pub digest: Option<String>,
 }
 
+/// What a push webhook's body says: the images pushed, and how many of its
+/// events named none (pulls, deletes, layers, untagged pushes).
+pub type PushEvents = (Vec<Pushed>, usize);
+
 /// A body that cannot be read: what is wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} at {path} (line {line}, column {column}, byte {offset} of the body)")]
@@ -145,7 +149,7 @@ fn url_host(url: &str) -> &str {
 /// # Errors
 /// [`BodyError`] when the body is not JSON or not an envelope (`events` missing
 /// or not a list of objects).
-pub fn registry_events(body: &[u8]) -> Result<(Vec<Pushed>, usize), BodyError> {
+pub fn registry_events(body: &[u8]) -> Result<PushEvents, BodyError> {
     let envelope: Envelope = parse(body)?;
     let mut ignored = 0;
     let mut pushed = Vec::new();
@@ -185,13 +189,14 @@ struct HubPushData {
     tag: String,
 }
 
-/// The image that a Docker Hub repository webhook says was pushed:
-/// `docker.io/<repository.repo_name>:<push_data.tag>`.
+/// The image that a Docker Hub repository webhook says was pushed,
+/// `docker.io/<repository.repo_name>:<push_data.tag>`, as the one [`Pushed`]
+/// image of the list the other payloads give (none ignored: the payload names one push).
 ///
 /// # Errors
 /// [`BodyError`] when the body is not JSON, a field is missing, or the two do
 /// not make a reference Docker would accept.
-pub fn dockerhub_event(body: &[u8]) -> Result<Pushed, BodyError> {
+pub fn dockerhub_event(body: &[u8]) -> Result<PushEvents, BodyError> {
     let hub: DockerHub = parse(body)?;
     let text = format!("docker.io/{}:{}", hub.repository.repo_name, hub.push_data.tag);
     let image = ImageRef::parse(&text).map_err(|e| BodyError {
@@ -201,7 +206,7 @@ pub fn dockerhub_event(body: &[u8]) -> Result<Pushed, BodyError> {
         column: 1,
         offset: 0,
     })?;
-    Ok(Pushed { image, digest: None })
+    Ok((vec![Pushed { image, digest: None }], 0))
 }
 
 #[derive(Deserialize)]
@@ -236,7 +241,7 @@ struct HarborResource {
 ///
 /// # Errors
 /// [`BodyError`] when the body is not JSON, or `type` or `event_data` is missing.
-pub fn harbor_event(body: &[u8]) -> Result<(Vec<Pushed>, usize), BodyError> {
+pub fn harbor_event(body: &[u8]) -> Result<PushEvents, BodyError> {
     let harbor: Harbor = parse(body)?;
     let mut ignored = 0;
     let mut pushed = Vec::new();
@@ -365,7 +370,7 @@ mod tests {
     #[test]
     fn docker_hub_payloads_normalise() {
         let body = br#"{"push_data": {"tag": "bookworm-slim"}, "repository": {"repo_name": "debian"}}"#;
-        assert_eq!(dockerhub_event(body).unwrap().image.as_str(), "docker.io/library/debian:bookworm-slim");
+        assert_eq!(dockerhub_event(body).unwrap().0[0].image.as_str(), "docker.io/library/debian:bookworm-slim");
         let e = dockerhub_event(br#"{"push_data": {"tag": "x"}, "repository": {"repo_name": "UPPER"}}"#).unwrap_err();
         assert!(e.message.contains("lowercase"), "{e}");
     }

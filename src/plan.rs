@@ -265,16 +265,13 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if let (Decision::Fresh, Some(r)) = (&decision, &record) {
             // A new input, or one whose local image ID was pushed: record the digest now current.
             let replaced = |k: &Input| current.get(k).and_then(|c| c.as_ref().ok()?.replaces.as_ref());
-            let moved = |k: &Input| r.built_from.get(k).is_some_and(|old| replaced(k) == Some(old));
-            if known.keys().any(|k| !r.built_from.contains_key(k) || moved(k)) {
-                let mut r = out.adopted.get(name).cloned().unwrap_or_else(|| r.clone());
-                for (k, d) in &known {
-                    if moved(k) {
-                        r.built_from.insert(k.clone(), d.clone());
-                    }
-                    r.built_from.entry(k.clone()).or_insert_with(|| d.clone());
+            let outdated = |k: &Input| r.built_from.get(k).is_none_or(|old| replaced(k) == Some(old));
+            if known.keys().any(outdated) {
+                let mut updated = out.adopted.get(name).cloned().unwrap_or_else(|| r.clone());
+                for (k, d) in known.iter().filter(|(k, _)| outdated(k)) {
+                    updated.built_from.insert(k.clone(), d.clone());
                 }
-                out.adopted.insert(name.clone(), r);
+                out.adopted.insert(name.clone(), updated);
             }
         }
         let compared = current

@@ -281,9 +281,7 @@ impl HttpRegistry {
             })
             .await
     }
-}
 
-impl HttpRegistry {
     /// `GET /v2/<name>/manifests/<digest>`, its body (`what`) read within [`MAX_BODY_BYTES`] and parsed by `parse`.
     async fn get_manifest<T>(
         &self,

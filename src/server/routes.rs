@@ -29,9 +29,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
-        .route("/v1/hooks/registry", post(registry_hook))
-        .route("/v1/hooks/dockerhub", post(dockerhub_hook))
-        .route("/v1/hooks/harbor", post(harbor_hook))
+        .route(REGISTRY_HOOK.path, hook_route(&REGISTRY_HOOK))
+        .route(DOCKERHUB_HOOK.path, hook_route(&DOCKERHUB_HOOK))
+        .route(HARBOR_HOOK.path, hook_route(&HARBOR_HOOK))
         .route("/v1/check", post(check))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -145,28 +145,38 @@ async fn posted(
     read_body(headers, body).await
 }
 
-/// `POST /v1/hooks/registry`: a distribution notification envelope.
-async fn registry_hook(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Refusal> {
-    let body = posted(&shared, peer, &headers, body, "/v1/hooks/registry", &ENVELOPE_TYPES, false).await?;
-    let (pushed, ignored) = event::registry_events(&body).map_err(|e| bad_body(&e))?;
-    accept_pushed(&shared, Source::Registry, pushed, ignored)
+/// A push webhook: where it is served, the media types it takes, how its body
+/// names the images pushed, and the trigger source it counts as.
+struct Hook {
+    /// The path it is served at.
+    path: &'static str,
+    /// The `Content-Type`s accepted (a 415 otherwise).
+    types: &'static [&'static str],
+    /// Reads the body into the images pushed and how many of its events named none.
+    parse: fn(&[u8]) -> Result<event::PushEvents, BodyError>,
+    /// What `freshen_triggers_total{source}` and the log call it.
+    source: Source,
 }
 
+/// `POST /v1/hooks/registry`: a distribution notification envelope.
+const REGISTRY_HOOK: Hook =
+    Hook { path: "/v1/hooks/registry", types: &ENVELOPE_TYPES, parse: event::registry_events, source: Source::Registry };
+
+/// `POST /v1/hooks/dockerhub`: Docker Hub's repository webhook.
+const DOCKERHUB_HOOK: Hook =
+    Hook { path: "/v1/hooks/dockerhub", types: &["application/json"], parse: event::dockerhub_event, source: Source::DockerHub };
+
 /// `POST /v1/hooks/harbor`: a Harbor webhook in its "Default" payload format.
-async fn harbor_hook(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Refusal> {
-    let body = posted(&shared, peer, &headers, body, "/v1/hooks/harbor", &["application/json"], false).await?;
-    let (pushed, ignored) = event::harbor_event(&body).map_err(|e| bad_body(&e))?;
-    accept_pushed(&shared, Source::Harbor, pushed, ignored)
+const HARBOR_HOOK: Hook =
+    Hook { path: "/v1/hooks/harbor", types: &["application/json"], parse: event::harbor_event, source: Source::Harbor };
+
+/// The `POST` handler of `hook`: the token, type and limits ([`posted`]), then its payload, then [`accept_pushed`].
+fn hook_route(hook: &'static Hook) -> axum::routing::MethodRouter<Arc<Shared>> {
+    post(move |State(shared): State<Arc<Shared>>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Body| async move {
+        let body = posted(&shared, peer, &headers, body, hook.path, hook.types, false).await?;
+        let (pushed, ignored) = (hook.parse)(&body).map_err(|e| bad_body(&e))?;
+        accept_pushed(&shared, hook.source, pushed, ignored)
+    })
 }
 
 /// Checks the watched images among `pushed`, each confirmed against the digest
@@ -182,20 +192,6 @@ fn accept_pushed(shared: &Shared, source: Source, pushed: Vec<event::Pushed>, mu
         }
     }
     Ok(accept(shared, source, watched, ignored))
-}
-
-/// `POST /v1/hooks/dockerhub`: Docker Hub's repository webhook.
-async fn dockerhub_hook(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Refusal> {
-    let body = posted(&shared, peer, &headers, body, "/v1/hooks/dockerhub", &["application/json"], false).await?;
-    let pushed = event::dockerhub_event(&body).map_err(|e| bad_body(&e))?;
-    let watched = event::watched(&*project(&shared)?, [&pushed.image]);
-    let ignored = usize::from(watched.is_empty());
-    Ok(accept(&shared, Source::DockerHub, watched, ignored))
 }
 
 /// `POST /v1/check`: `{"images": [...]}`, `{"builds": [...]}`, or nothing: everything.
