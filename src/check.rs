@@ -1,5 +1,6 @@
-//! A cycle's checks: the current digest of every distinct watched image, each
-//! checked once, at most `check_concurrency` at a time per registry.
+//! A cycle's checks: the current digest of every distinct watched input, each
+//! checked once, at most `check_concurrency` at a time per registry. A build
+//! context's digest is its files' content digest ([`ContextDigests`]).
 //!
 //! Where a digest comes from, in order:
 //! - another build's tag: that image's ID in the engine;
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::Semaphore;
 
+use crate::context::ContextDigests;
 use crate::engine::Engine;
 use crate::error::CheckError;
 use crate::input::{Check, DigestSource, Input, Observation};
@@ -38,8 +40,10 @@ pub struct Checker<'a> {
     pub rate_limit_reserve: u64,
     /// The inputs a trigger named, when the cycle checks only those. Others keep
     /// their last observation, except another build's tag (read from the engine,
-    /// which costs no registry request) and an input never seen before.
+    /// which costs no registry request). Naming a build's context puts its inputs never seen before in scope.
     pub only: Option<&'a BTreeSet<Input>>,
+    /// Digests build contexts, keeping each file's hash between cycles so an unchanged context reads no file.
+    pub contexts: std::sync::Arc<ContextDigests>,
 }
 
 /// A cycle's checks: one per distinct watched input, and the rate limits the registries reported.
@@ -71,6 +75,13 @@ impl Checker<'_> {
         let mut inputs: Vec<&Input> = self.project.builds.values().filter(|a| a.resolution.is_ok()).flat_map(|a| &a.inputs).collect();
         inputs.sort();
         inputs.dedup();
+        // A build whose context a trigger named has its inputs never seen before in
+        // scope too: a Dockerfile edit that changed the base has the new base checked at once.
+        let scope: Option<BTreeSet<&Input>> = self.only.map(|only| {
+            let named = |b: &str| only.contains(&Input::Context(b.to_string()));
+            let new = self.project.builds.values().filter(|a| named(&a.build.name)).flat_map(|a| &a.inputs);
+            only.iter().chain(new.filter(|i| !state.inputs.contains_key(*i))).collect()
+        });
         // One bound per registry: checks of different registries never wait on each other.
         let (limit, count) = (self.concurrency.max(1), inputs.len());
         let registries: HashMap<&str, Semaphore> =
@@ -79,27 +90,13 @@ impl Checker<'_> {
             .map(|input| {
                 let prior = state.inputs.get(input);
                 let registry = input.image().and_then(|image| registries.get(image.registry()));
+                let in_scope = scope.as_ref().is_none_or(|s| s.contains(input));
                 async move {
                     let _permit = match registry {
                         Some(r) => Some(r.acquire().await.expect("the semaphore is never closed")),
                         None => None,
                     };
-                    let Input::Image(image) = input;
-                    let out_of_scope = self.only.is_some_and(|only| !only.contains(input)) && self.project.producer_of(image).is_none();
-                    let deferred = prior.filter(|p| {
-                        out_of_scope || p.source == DigestSource::Registry && self.defer(state.registries.get(image.registry()), p, now)
-                    });
-                    let (seen, rate_limit, replaces) = match deferred {
-                        Some(p) => (Ok(p.clone()), None, None),
-                        // Out of a trigger's scope and never seen: not checked now (a hook costs only its own images).
-                        None if out_of_scope => (Err(CheckError::NotChecked), None, None),
-                        None => match self.check_image(image, prior, now).await {
-                            Ok(s) => (Ok(s.observation), s.rate_limit, s.replaces),
-                            Err(e) => (Err(e), None, None),
-                        },
-                    };
-                    let check =
-                        Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() || out_of_scope, replaces };
+                    let (check, rate_limit) = self.check_one(input, prior, in_scope, state, now).await;
                     (input.clone(), check, rate_limit)
                 }
             })
@@ -118,6 +115,49 @@ impl Checker<'_> {
         out
     }
 
+    /// One input's check. Out of a trigger's scope (`in_scope` false), the last
+    /// observation stands, except for another build's tag (read from the engine,
+    /// which costs no registry request).
+    async fn check_one(
+        &self,
+        input: &Input,
+        prior: Option<&Observation>,
+        in_scope: bool,
+        state: &State,
+        now: u64,
+    ) -> (Check, Option<RateLimit>) {
+        let out_of_scope = !in_scope && input.image().is_none_or(|image| self.project.producer_of(image).is_none());
+        let deferred = prior.filter(|p| {
+            out_of_scope
+                || input
+                    .image()
+                    .is_some_and(|image| p.source == DigestSource::Registry && self.defer(state.registries.get(image.registry()), p, now))
+        });
+        let (seen, rate_limit, replaces) = match (deferred, input) {
+            (Some(p), _) => (Ok(p.clone()), None, None),
+            // Out of a trigger's scope and never seen: not checked now (a hook costs only its own images).
+            (None, _) if out_of_scope => (Err(CheckError::NotChecked), None, None),
+            (None, Input::Image(image)) => match self.check_image(image, prior, now).await {
+                Ok(s) => (Ok(s.observation), s.rate_limit, s.replaces),
+                Err(e) => (Err(e), None, None),
+            },
+            (None, Input::Context(build)) => (self.check_context(build, prior, now).await, None, None),
+        };
+        let check = Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() || out_of_scope, replaces };
+        (check, rate_limit)
+    }
+
+    /// The content digest of `build`'s context, read on a blocking thread.
+    async fn check_context(&self, build: &str, prior: Option<&Observation>, now: u64) -> Result<Observation, CheckError> {
+        let b = &self.project.builds[build].build;
+        let (digests, root, dockerfile) = (self.contexts.clone(), b.context.clone(), b.dockerfile.clone());
+        let digest = tokio::task::spawn_blocking(move || digests.digest(&root, &dockerfile))
+            .await
+            .map_err(|e| CheckError::Context(crate::context::ContextError { path: b.context.clone(), message: e.to_string() }))?
+            .map_err(CheckError::Context)?;
+        Ok(observed(prior, digest, DigestSource::Context, BTreeMap::new(), now))
+    }
+
     /// True when `image`'s registry is under its rate-limit reserve and the image was
     /// checked too recently: the remaining quota is spread over the rest of the window.
     fn defer(&self, limit: Option<&RegistryRecord>, prior: &Observation, now: u64) -> bool {
@@ -133,10 +173,7 @@ impl Checker<'_> {
     }
 
     async fn check_image(&self, image: &ImageRef, prior: Option<&Observation>, now: u64) -> Result<Seen, CheckError> {
-        let observation = |digest: String, source, platforms| {
-            let since = prior.filter(|p| p.digest == digest).map_or(now, |p| if p.since == 0 { p.seen_at } else { p.since });
-            Observation { digest, source, seen_at: now, since, platforms }
-        };
+        let observation = |digest, source, platforms| observed(prior, digest, source, platforms, now);
         if let Some(build) = self.project.producer_of(image) {
             return match self.engine.inspect(image.as_str()).await {
                 Ok(Some(info)) => Ok(Seen::new(observation(info.id, DigestSource::Build, BTreeMap::new()))),
@@ -192,6 +229,18 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// An observation of `digest` made `now`; `since` carries over from `prior` while the digest stays.
+fn observed(
+    prior: Option<&Observation>,
+    digest: String,
+    source: DigestSource,
+    platforms: BTreeMap<String, String>,
+    now: u64,
+) -> Observation {
+    let since = prior.filter(|p| p.digest == digest).map_or(now, |p| if p.since == 0 { p.seen_at } else { p.since });
+    Observation { digest, source, seen_at: now, since, platforms }
 }
 
 /// One image's check.

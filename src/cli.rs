@@ -280,6 +280,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     if !mode.dry_run {
         remove_stale_test_containers(engine.as_ref(), &setup.config.options.state_file).await;
     }
+    let config_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let path = path.to_path_buf();
     let reload_platform = platform.clone();
     let server = setup.config.options.server.clone().filter(|_| !once);
@@ -316,6 +317,9 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
         // Deliveries in flight when the loop ends get shutdown_grace to finish.
         let drain = setup.config.options.shutdown_grace;
         listeners.push(tokio::spawn(crate::notify::listen(status.subscribe(), receivers, drain)));
+    }
+    if !once {
+        listeners.push(tokio::spawn(crate::fswatch::run(config_path, status.subscribe(), triggers.clone())));
     }
     let server_stop = CancellationToken::new();
     if let Some(listener) = listener {

@@ -69,6 +69,8 @@ pub struct CycleInput {
     pub only: Option<BTreeSet<Input>>,
     /// Stop signal: no new build starts once it fires.
     pub cancel: CancellationToken,
+    /// Digests the build contexts; the loop keeps one, so an unchanged context's files are not read again.
+    pub contexts: Arc<crate::context::ContextDigests>,
 }
 
 /// What a cycle did: what listeners (the CLI's report, the log summary) read.
@@ -145,6 +147,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         concurrency: input.check_concurrency,
         rate_limit_reserve: input.rate_limit_reserve,
         only: input.only.as_ref(),
+        contexts: input.contexts.clone(),
     };
     // The registry checks and the engine's answers for the output tags do not depend on each other.
     let (checks, existing) = tokio::join!(checker.check_all(state, state::now_secs()), inspect_outputs(input));

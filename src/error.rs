@@ -171,6 +171,16 @@ impl EngineError {
     }
 }
 
+/// A build context that cannot be read, for its digest or its archive.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ContextError {
+    /// The file or folder that could not be read, so the user knows where to look.
+    pub path: PathBuf,
+    /// What is wrong, with what to do where freshen knows it.
+    pub message: String,
+}
+
 /// Why a watched input has no current digest this cycle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
@@ -197,6 +207,9 @@ pub enum CheckError {
     /// The engine could not be asked about the image.
     #[error("engine: {0}")]
     Engine(#[source] EngineError),
+    /// The build context could not be read for its digest.
+    #[error("build context: {0}")]
+    Context(#[source] ContextError),
     /// No check ran for the input (it was not in this cycle's set).
     #[error("not checked")]
     NotChecked,
@@ -204,12 +217,13 @@ pub enum CheckError {
 
 impl CheckError {
     /// The kind of failure, as reports name it: a [`RegistryError::kind`] or an
-    /// [`EngineError::kind`], `not_built` or `not_checked`.
+    /// [`EngineError::kind`], `not_built`, `context_unreadable` or `not_checked`.
     pub fn kind(&self) -> &'static str {
         match self {
             CheckError::Registry(e) | CheckError::NoLocalImage { registry: e, .. } => e.kind(),
             CheckError::NotBuilt { .. } => "not_built",
             CheckError::Engine(e) => e.kind(),
+            CheckError::Context(_) => "context_unreadable",
             CheckError::NotChecked => "not_checked",
         }
     }

@@ -47,6 +47,7 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         engine_platform: platform,
         only: None,
         cancel,
+        contexts: Arc::default(),
     };
     let report = cycle::run(&input, &mut state).await;
     let r = &report.redactor;
@@ -64,13 +65,14 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         let watched: Vec<_> = compared
             .iter()
             .map(|(i, c)| {
-                json!({
-                    "image": r.show(i),
+                let mut v = json!({
                     "built_from": c.built_from,
                     "current": c.current.as_ref().ok().map(|c| &c.for_build),
                     "source": source_of(i),
                     "error": c.current.as_ref().err().map(|e| r.show(e)),
-                })
+                });
+                crate::output::input_fields(i, r, v.as_object_mut().expect("an object"));
+                v
             })
             .collect();
         let e = json!({

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use crate::context::DockerIgnore;
 use crate::dockerfile::{self, ResolveInput, WatchStages};
-use crate::engine::context::DockerIgnore;
 use crate::reference::ImageRef;
 
 /// The config loader over `data` as a config file's text (non-UTF-8 bytes are refused

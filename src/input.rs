@@ -5,9 +5,9 @@
 //! [`Observation`], state keeps it, and the plan compares the digest that
 //! [`Observation::for_platform`] chooses, the one place a platform's digest is chosen.
 //!
-//! Today every input is an image. A new kind (a git ref, a build context) is a
-//! new variant here, a new check in `check.rs`, and a new state key form
-//! ([`Input::key`]); the plan, the graph and state take it as they are.
+//! An input is an image or a build's local build context. A new kind (a git
+//! ref) is a new variant here, a new check in `check.rs`, and a new state key
+//! form ([`Input::key`]); the plan, the graph and state take it as they are.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +22,9 @@ use crate::reference::ImageRef;
 pub enum Input {
     /// An image the build uses (a base, or an `additional_images` entry), by normalised reference.
     Image(ImageRef),
+    /// The build context of the build this names (its files that `.dockerignore`
+    /// keeps, and its Dockerfile), by content digest: an edit rebuilds the build.
+    Context(String),
 }
 
 impl Input {
@@ -29,14 +32,16 @@ impl Input {
     pub fn image(&self) -> Option<&ImageRef> {
         match self {
             Input::Image(i) => Some(i),
+            Input::Context(_) => None,
         }
     }
 
-    /// The key under which state records this input: `image:<normalised reference>`.
-    /// The prefix names the kind, so other kinds of input fit the same map.
+    /// The key under which state records this input: `image:<normalised reference>`
+    /// or `context:<build>`. The prefix names the kind, so every kind fits the same map.
     pub fn key(&self) -> String {
         match self {
             Input::Image(i) => format!("image:{i}"),
+            Input::Context(b) => format!("context:{b}"),
         }
     }
 
@@ -47,16 +52,18 @@ impl Input {
     pub fn from_key(key: &str) -> Result<Input, String> {
         match key.split_once(':') {
             Some(("image", r)) => ImageRef::parse(r).map(Input::Image).map_err(|e| format!("state key {key:?}: {e}")),
-            _ => Err(format!("state key {key:?}: unknown kind of input; expected `image:<reference>`")),
+            Some(("context", b)) if !b.is_empty() => Ok(Input::Context(b.to_string())),
+            _ => Err(format!("state key {key:?}: unknown kind of input; expected `image:<reference>` or `context:<build>`")),
         }
     }
 }
 
 impl fmt::Display for Input {
-    /// The input as people read it: an image's normalised reference.
+    /// The input as people read it: an image's normalised reference, or `build context of <build>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Input::Image(i) => f.write_str(i.as_str()),
+            Input::Context(b) => write!(f, "build context of {b}"),
         }
     }
 }
@@ -87,6 +94,8 @@ pub enum DigestSource {
     /// The digest pinned in the reference itself. No longer recorded (pinned
     /// images are not watched); kept so that older state files still load.
     Pinned,
+    /// The content digest of a build context's files ([`crate::context::ContextDigests`]).
+    Context,
 }
 
 impl fmt::Display for DigestSource {
@@ -96,6 +105,7 @@ impl fmt::Display for DigestSource {
             DigestSource::Local => "engine's local image",
             DigestSource::Build => "engine's image of another build",
             DigestSource::Pinned => "pinned reference",
+            DigestSource::Context => "build context's files",
         })
     }
 }
@@ -169,6 +179,9 @@ mod tests {
         assert_eq!(i.to_string(), "docker.io/library/debian:bookworm");
         assert!(Input::from_key("git:https://x").unwrap_err().contains("unknown kind"));
         assert!(Input::from_key("image:UPPER").is_err());
+        let c = Input::Context("api".into());
+        assert_eq!((c.key().as_str(), c.to_string().as_str()), ("context:api", "build context of api"));
+        assert_eq!(Input::from_key("context:api").unwrap(), c);
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! - [`reference`](mod@reference): image references: parse, normalise, compare.
 //! - [`dockerfile`]: base-image resolution: stages, ARG expansion.
 //! - [`project`]: a config resolved against its Dockerfiles: each build's inputs; `plan` output (pure but for one reader).
-//! - [`input`]: what a build depends on ([`input::Input`]) and what a check saw of it ([`input::Observation`]).
-//!   A new kind of input (git, a build context) is a variant here.
+//! - [`input`]: what a build depends on ([`input::Input`]: an image, or a build's context) and what a
+//!   check saw of it ([`input::Observation`]). A new kind of input (a git ref) is a variant here.
 //! - [`graph`]: the build graph: edges, cycles, descendants, topological order.
 //! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
 //! - [`error`]: typed errors of the registry, the engine, checks and builds.
@@ -25,9 +25,11 @@
 //! The edges, behind small traits:
 //! - [`registry`]: digest checks: HEAD, auth, retries ([`registry::Registry`]).
 //! - [`engine`]: inspect, pull, build with BuildKit or the classic builder, tag, push, run a test gate's
-//!   container, list and remove images ([`engine::Engine`], bollard); build contexts; build output as lines;
+//!   container, list and remove images ([`engine::Engine`], bollard); the build context's archive; build output as lines;
 //!   the BuildKit session that serves a build's secrets.
 //!   A new builder (BuildKit) goes here.
+//! - [`context`](mod@context): a build context's kept files (`.dockerignore`), walked once for the
+//!   engine's archive and for the content digest a check compares ([`context::ContextDigests`]).
 //! - `credentials`: registry credentials; secrets never print.
 //! - [`state`]: the versioned state file (format 2, migrated from 1), atomic writes.
 //!
@@ -41,7 +43,8 @@
 //! - [`cycle`]: one cycle: check → plan → execute; the one owner of state while it runs.
 //! - [`trigger`]: the loop's way in ([`trigger::Triggers`]: tick, reload, check these
 //!   inputs, shutdown) and way out ([`trigger::Status`] on a watch channel).
-//!   A new trigger sends on it, as [`server`] does.
+//!   A new trigger sends on it, as [`server`] and `fswatch` (the daemon's file watch: build
+//!   contexts, Dockerfiles and the config, with `notify`) do.
 //! - [`server`]: the HTTP server (axum on hyper): webhooks and `/v1/check` in as triggers;
 //!   `/metrics`, `/v1/status`, `/healthz`, `/readyz` out.
 //! - [`metrics`]: Prometheus metrics (prometheus-client), recorded by the loop, the registry client and the triggers.
@@ -59,6 +62,7 @@ mod buildlog;
 mod check;
 pub mod cli;
 pub mod config;
+pub mod context;
 mod credentials;
 pub mod cycle;
 mod deadline;
@@ -69,6 +73,7 @@ pub mod event;
 pub mod executor;
 mod explain;
 mod files;
+mod fswatch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;

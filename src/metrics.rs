@@ -39,6 +39,8 @@ pub enum Source {
     Harbor,
     /// `POST /v1/check`.
     Api,
+    /// The file watch: a build context, a Dockerfile or the config changed on disk.
+    FileWatch,
 }
 
 impl std::fmt::Display for Source {
@@ -50,6 +52,7 @@ impl std::fmt::Display for Source {
             Source::DockerHub => "dockerhub",
             Source::Harbor => "harbor",
             Source::Api => "api",
+            Source::FileWatch => "file",
         })
     }
 }

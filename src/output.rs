@@ -34,7 +34,7 @@ pub fn decision_json(d: &Decision, r: &Redactor) -> Value {
     v.insert("status".into(), d.status().into());
     match d {
         Decision::Changed { input, old, new } => {
-            v.insert("image".into(), r.show(input).into());
+            input_fields(input, r, &mut v);
             v.insert("old".into(), old.as_str().into());
             v.insert("new".into(), new.as_str().into());
         }
@@ -43,13 +43,15 @@ pub fn decision_json(d: &Decision, r: &Redactor) -> Value {
         }
         Decision::Settling { on, ready_at } => {
             match on {
-                Waiting::Input(i) => v.insert("image".into(), r.show(i).into()),
-                Waiting::Build(b) => v.insert("build".into(), b.as_str().into()),
-            };
+                Waiting::Input(i) => input_fields(i, r, &mut v),
+                Waiting::Build(b) => {
+                    v.insert("build".into(), b.as_str().into());
+                }
+            }
             v.insert("ready_at".into(), (*ready_at).into());
         }
         Decision::CheckFailed { input, error } => {
-            v.insert("image".into(), r.show(input).into());
+            input_fields(input, r, &mut v);
             v.insert("kind".into(), error.kind().into());
             v.insert("reason".into(), r.redact(&format!("{input}: {error}")).into());
         }
@@ -73,9 +75,21 @@ fn outcome_json(o: &Outcome, r: &Redactor) -> Value {
     }
 }
 
-/// One input's check as JSON: `image`, `old`, `new`, `source`, and `error` with its `kind` when it failed.
+/// Names `input` in a JSON object: `input` (as people read it), and `image`
+/// (its reference) for an image or `context` (the build's name) for a build context.
+pub(crate) fn input_fields(input: &Input, r: &Redactor, v: &mut Map<String, Value>) {
+    v.insert("input".into(), r.show(input).into());
+    match input {
+        Input::Image(_) => v.insert("image".into(), r.show(input).into()),
+        Input::Context(b) => v.insert("context".into(), b.as_str().into()),
+    };
+}
+
+/// One input's check as JSON: `input`, `image` or `context`, `old`, `new`,
+/// `source`, and `error` with its `kind` when it failed.
 fn check_json(input: &Input, c: &Check, r: &Redactor) -> Value {
-    let mut v = json!({"image": r.show(input), "old": c.old, "new": null, "source": null, "error": null});
+    let mut v = json!({"old": c.old, "new": null, "source": null, "error": null});
+    input_fields(input, r, v.as_object_mut().expect("an object"));
     match &c.seen {
         Ok(o) => {
             v["new"] = o.digest.as_str().into();
@@ -212,6 +226,10 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
                 if !list.is_empty() {
                     println!("  {what}: {}", list.join(", "));
                 }
+            }
+            if b.error.is_none() {
+                let watched = if b.watch_context { "its files watched" } else { "not watched (watch_context: false)" };
+                println!("  build context: {}, {watched}", crate::config::terminal_text(&b.context));
             }
         }
         println!("order: {}", report.order.join(" → "));

@@ -26,7 +26,8 @@ pub struct Analysed {
     /// What the build depends on, and so what is checked and what triggers it:
     /// the images of `Resolution::watched(build.watch_stages)` (no `# freshen:ignore`d
     /// and no digest-pinned image), plus `additional_images`, minus `exclude_images`;
-    /// normalised, sorted, without duplicates. Graph edges come from it too.
+    /// normalised, sorted, without duplicates; then its build context, unless
+    /// `watch_context` is off. Graph edges come from the images.
     pub inputs: Vec<Input>,
     /// Digest-pinned images the build uses: never checked (they cannot change),
     /// listed so that `plan` can say why they are not watched.
@@ -140,7 +141,10 @@ fn watch(b: &Build, resolution: Result<Resolution, ResolveError>) -> Analysed {
         list.sort();
         list.dedup();
     }
-    let inputs = watched.into_iter().map(Input::Image).collect();
+    let mut inputs: Vec<Input> = watched.into_iter().map(Input::Image).collect();
+    if b.watch_context {
+        inputs.push(Input::Context(b.name.clone()));
+    }
     Analysed { build: b.clone(), resolution, inputs, pinned, ignored }
 }
 
@@ -162,6 +166,10 @@ pub struct PlanEntry {
     pub parents: Vec<String>,
     /// Watched images, normalised and sorted: what is checked each cycle.
     pub watched: Vec<String>,
+    /// The build context folder, relative to the config's folder when under it.
+    pub context: String,
+    /// Whether the context's files and the Dockerfile are watched (`watch_context`): an edit rebuilds.
+    pub watch_context: bool,
     /// Digest-pinned images the build uses: never checked, since they cannot change.
     pub pinned_images: Vec<String>,
     /// Images left unwatched by a `# freshen:ignore` comment.
@@ -198,12 +206,14 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
             };
             PlanEntry {
                 name: a.build.name.clone(),
-                dockerfile: a.build.dockerfile.strip_prefix(config_dir).unwrap_or(&a.build.dockerfile).display().to_string(),
+                dockerfile: relative(&a.build.dockerfile, config_dir),
                 from: r.map(|r| r.from.as_str()).or(invalid).map(|f| redactor.redact(f)),
                 base: r.and_then(|r| r.base.as_ref()).map(|b| redactor.redact(b.as_str())),
                 pinned: r.is_some_and(Resolution::pinned),
                 parents: project.graph.parents(&a.build.name).into_iter().map(String::from).collect(),
                 watched: list(&mut a.images()),
+                context: relative(&a.build.context, config_dir),
+                watch_context: a.build.watch_context,
                 pinned_images: list(&mut a.pinned.iter()),
                 ignored_images: list(&mut a.ignored.iter()),
                 builder: a.build.builder.to_string(),
@@ -213,4 +223,13 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
         .collect();
     let order = project.graph.order().into_iter().filter(|n| project.builds[n].resolution.is_ok()).collect();
     PlanReport { builds, order }
+}
+
+/// `path` relative to `dir` when it lies under it (`.` for `dir` itself), else as it is.
+fn relative(path: &std::path::Path, dir: &std::path::Path) -> String {
+    match path.strip_prefix(dir) {
+        Ok(p) if p.as_os_str().is_empty() => ".".to_string(),
+        Ok(p) => p.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
 }

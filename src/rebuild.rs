@@ -25,6 +25,9 @@ pub const LABEL_BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub const LABEL_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 /// freshen's label: JSON map of every watched image to the digest the image was built from.
 pub const LABEL_BUILT_FROM: &str = "io.freshen.built-from";
+/// freshen's label: the content digest of the build context the image was built from
+/// ([`crate::context::ContextDigests`]), so that a lost state file does not hide a context edit.
+pub const LABEL_CONTEXT: &str = "io.freshen.context-digest";
 /// freshen's label: the build's name. With [`LABEL_TAG`] it marks the images cleanup may remove.
 pub const LABEL_BUILD: &str = "io.freshen.build";
 /// freshen's label: the build's first tag, so two configs' builds of one name never clean up each other's images.
@@ -60,7 +63,12 @@ pub struct Rebuild {
 /// Re-seeds a `built_from` map from an image's labels, when freshen built it.
 pub fn labels_record(info: &ImageInfo) -> Option<BTreeMap<Input, String>> {
     if let Some(map) = info.labels.get(LABEL_BUILT_FROM).and_then(|json| serde_json::from_str::<BTreeMap<String, String>>(json).ok()) {
-        return Some(map.into_iter().filter_map(|(k, d)| Some((Input::Image(ImageRef::parse(&k).ok()?), d))).collect());
+        let mut record: BTreeMap<Input, String> =
+            map.into_iter().filter_map(|(k, d)| Some((Input::Image(ImageRef::parse(&k).ok()?), d))).collect();
+        if let (Some(build), Some(d)) = (info.labels.get(LABEL_BUILD), info.labels.get(LABEL_CONTEXT)) {
+            record.insert(Input::Context(build.clone()), d.clone());
+        }
+        return Some(record);
     }
     let name = ImageRef::parse(info.labels.get(LABEL_BASE_NAME)?).ok()?;
     Some([(Input::Image(name), info.labels.get(LABEL_BASE_DIGEST)?.clone())].into())
@@ -128,8 +136,14 @@ impl Rebuild {
         let b = &a.build;
         let mut built_from = BTreeMap::new();
         for (input, c) in compared {
-            let Input::Image(image) = input;
-            let d = self.used_digest(image, c.current.as_ref().ok(), b.platform.as_deref()).await?;
+            let d = match input {
+                Input::Image(image) => self.used_digest(image, c.current.as_ref().ok(), b.platform.as_deref()).await?,
+                // A context whose check failed is not recorded: the next check records it without a rebuild.
+                Input::Context(_) => match &c.current {
+                    Ok(current) => current.for_build.clone(),
+                    Err(_) => continue,
+                },
+            };
             built_from.insert(input.clone(), d);
         }
         let mut labels = b.labels.clone();
@@ -141,6 +155,9 @@ impl Rebuild {
         }
         let images: BTreeMap<String, &String> = built_from.iter().filter_map(|(i, d)| Some((i.image()?.to_string(), d))).collect();
         labels.insert(LABEL_BUILT_FROM.into(), serde_json::to_string(&images).expect("map serialises"));
+        if let Some(d) = built_from.get(&Input::Context(name.to_string())) {
+            labels.insert(LABEL_CONTEXT.into(), d.clone());
+        }
         labels.insert(LABEL_BUILD.into(), name.to_string());
         if let Some(first) = b.tags.first() {
             labels.insert(LABEL_TAG.into(), first.to_string());

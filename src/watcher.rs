@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::context::ContextDigests;
 use crate::credentials::Registries;
 use crate::cycle::{self, CycleInput, CycleReport};
 use crate::engine::{DockerEngine, Engine, EngineError};
@@ -122,6 +123,9 @@ pub struct Setup {
     pub config: Config,
     /// What to check and build, resolved from the config.
     pub project: Project,
+    /// The Dockerfile texts `project` was resolved from (build name → text or read error):
+    /// each cycle reads them again, and resolves again when one changed.
+    pub texts: Texts,
     /// Checks digests with the config's `registries` credentials and CAs; a trait object, so tests can pass a fake.
     pub registry: Arc<dyn Registry>,
 }
@@ -150,9 +154,12 @@ impl Setup {
             Some(o) => registry.with_observer(o),
             None => registry,
         };
-        Ok(Setup { config, project, registry: Arc::new(registry) })
+        Ok(Setup { config, project, texts, registry: Arc::new(registry) })
     }
 }
+
+/// Dockerfile texts by build name, or why one could not be read.
+pub type Texts = std::collections::HashMap<String, Result<String, String>>;
 
 /// Loads a new [`Setup`] on [`crate::trigger::Trigger::Reload`]; an error refuses the reload.
 pub type Reloader = Box<dyn Fn() -> Result<Setup, String> + Send + Sync>;
@@ -186,11 +193,13 @@ pub struct Loop {
 pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
     let mut current = Current::new(setup);
     let mut state = load_state(&current.config.options.state_file, true);
+    let contexts = Arc::new(ContextDigests::default());
     let cancel = l.triggers.cancel().clone();
     let (mut first, mut scope) = (true, None);
     let mut next_tick = tokio::time::Instant::now();
     current.publish(&l.status);
     loop {
+        current.refresh(&l.engine_platform, &l.status);
         let opts = &current.config.options;
         let full = scope.is_none();
         let input = CycleInput {
@@ -214,6 +223,7 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
             engine_platform: l.engine_platform.clone(),
             only: scope.take(),
             cancel: cancel.clone(),
+            contexts: contexts.clone(),
         };
         l.status.send_modify(|s| s.phase = Phase::Cycle);
         let report = Arc::new(cycle::run(&input, &mut state).instrument(tracing::info_span!("cycle")).await);
@@ -277,12 +287,35 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
 struct Current {
     config: Config,
     project: Arc<Project>,
+    texts: Texts,
     registry: Arc<dyn Registry>,
 }
 
 impl Current {
     fn new(s: Setup) -> Self {
-        Current { config: s.config, project: Arc::new(s.project), registry: s.registry }
+        Current { config: s.config, project: Arc::new(s.project), texts: s.texts, registry: s.registry }
+    }
+
+    /// Reads the Dockerfiles again and, when one changed, resolves the project
+    /// again and publishes it: an edit that changes a base watches the new one
+    /// from this cycle on. A change that makes the builds a cycle is refused
+    /// with an error log (`dockerfiles_refused`), and the last project runs.
+    fn refresh(&mut self, platform: &str, status: &watch::Sender<Status>) {
+        let texts = crate::project::read_dockerfiles(&self.config);
+        if texts == self.texts {
+            return;
+        }
+        match crate::project::analyse(&self.config, &texts, Some(platform)) {
+            Ok(project) => {
+                tracing::info!(event = "dockerfiles_changed", "a Dockerfile changed; builds resolved again");
+                self.project = Arc::new(project);
+                self.publish(status);
+            }
+            Err(e) => {
+                tracing::error!(event = "dockerfiles_refused", error = %e, "a Dockerfile change was refused; the last resolution runs")
+            }
+        }
+        self.texts = texts;
     }
 
     /// Publishes the project and interval the loop now runs with.

@@ -48,7 +48,9 @@ fn each_build_saves_its_log_0600_named_in_the_report_and_keep_logs_are_kept() {
     assert!(text.starts_with("# freshen ") && text.contains("build app with the buildkit builder"), "{text}");
     assert!(text.contains("[2/2] RUN echo hello from the run step"), "BuildKit's steps, by name: {text}");
     assert!(text.lines().any(|l| l.ends_with("hello from the run step") && !l.contains("RUN")), "the RUN output: {text}");
-    assert!(text.contains("#5 DONE "), "a step's status: {text}");
+    // BuildKit numbers its vertices in the order it reports them, which varies from run to run.
+    let done = |l: &str| l.strip_prefix('#').and_then(|l| l.split_once(" DONE ")).is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+    assert!(text.lines().any(done), "a step's status: {text}");
     assert!(text.trim_end().lines().last().unwrap().starts_with("# built image sha256:"), "{text}");
     assert_eq!(std::fs::metadata(&reported[2]).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(logs_of(&env, "app"), reported[1..], "keep_logs: 2 keeps the two newest");

@@ -159,7 +159,8 @@ fn a_deleted_state_file_is_reseeded_from_labels_so_nothing_is_rebuilt_and_no_cha
 /// `state` (format 2) as freshen 0.1 before typed inputs wrote it: format 1, keyed by image text.
 fn as_version_1(state: &serde_json::Value) -> serde_json::Value {
     let strip = |m: &serde_json::Value| -> serde_json::Value {
-        m.as_object().unwrap().iter().map(|(k, v)| (k.strip_prefix("image:").unwrap().to_string(), v.clone())).collect()
+        // Format 1 knew images only: build contexts are left out, as that freshen never recorded them.
+        m.as_object().unwrap().iter().filter_map(|(k, v)| Some((k.strip_prefix("image:")?.to_string(), v.clone()))).collect()
     };
     let mut builds = state["builds"].clone();
     for b in builds.as_object_mut().unwrap().values_mut() {

@@ -75,7 +75,11 @@ impl World {
                 build_secrets: Default::default(),
                 push: false,
                 test: None,
+                watch_context: false,
             };
+            // On disk too: the loop reads the Dockerfiles again before each cycle.
+            std::fs::create_dir_all(build.context.clone()).unwrap();
+            std::fs::write(&build.dockerfile, text).unwrap();
             config_builds.insert(name.to_string(), build);
             texts.insert(name.to_string(), Ok(text.clone()));
         }
@@ -157,6 +161,7 @@ impl World {
             engine_platform: "linux/amd64".into(),
             only,
             cancel: CancellationToken::new(),
+            contexts: Default::default(),
         };
         let mut state = std::mem::take(&mut *self.state.lock().unwrap());
         let report = cycle::run(&input, &mut state).await;
@@ -384,7 +389,8 @@ async fn triggers_during_a_cycle_make_one_follow_up_that_checks_only_the_inputs_
         triggers.send(Trigger::Check([input(BASE)].into()));
     }
     let (status, mut rx) = tokio::sync::watch::channel(Status::default());
-    let setup = Setup { config: w.config.clone(), project: (*w.project).clone(), registry: w.registry.clone() };
+    let texts = project::read_dockerfiles(&w.config);
+    let setup = Setup { config: w.config.clone(), project: (*w.project).clone(), texts, registry: w.registry.clone() };
     let l = Loop {
         engine: w.engine.clone(),
         engine_platform: "linux/amd64".into(),

@@ -117,6 +117,11 @@ const ROWS: &[Row] = &[
     row("builds/platform", "options.rs::platform_sets_the_automatic_platform_args", "\"platform\""),
     row("builds/labels", "options_engine.rs::labels_are_added_to_the_built_image", "\"labels\""),
     row("builds/no_cache", "options_engine.rs::no_cache_rebuilds_every_step", "\"no_cache\""),
+    row(
+        "builds/watch_context",
+        "context.rs::an_edit_made_while_freshen_is_stopped_is_rebuilt_at_start_unless_watch_context_is_off",
+        "\"watch_context\"",
+    ),
     row("builds/additional_images", "options.rs::additional_images_are_watched_and_make_graph_edges", "\"additional_images\""),
     row("builds/exclude_images", "options.rs::exclude_images_are_never_watched", "\"exclude_images\""),
     row("builds/watch_stages", "options.rs::watch_stages_all_watches_every_stage_and_a_build_may_override_it", "\"watch_stages\""),

@@ -189,14 +189,14 @@ fn transient_failures_are_retried_within_the_cycle() {
     assert_eq!(report(&out)["decisions"]["base-app"]["status"], "fresh");
 
     // A registry that stays down: the check fails, nothing is rebuilt, state keeps the last digest.
-    let before: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
+    let before: Value = image_records(&serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap());
     proxy.fail_always(Some(Fault::Status(503, None)));
     let out = env.freshen(&["--once", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(report(&out)["decisions"]["base-app"]["status"], "check_failed");
     assert_eq!(image_id(&env.image("base-app:latest")).unwrap(), built);
-    let after: Value = serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap();
-    assert_eq!(before["inputs"], after["inputs"], "state unchanged by a failed check");
+    let after: Value = image_records(&serde_json::from_slice(&std::fs::read(env.state_path()).unwrap()).unwrap());
+    assert_eq!(before, after, "state unchanged by a failed check");
 
     // 4xx is not retried.
     proxy.clear();
@@ -233,7 +233,8 @@ fn checks_run_check_concurrency_at_a_time_and_give_up_after_registry_timeout() {
     let errors: Vec<&str> = r["checks"].as_array().unwrap().iter().filter_map(|c| c["error"].as_str()).collect();
     assert_eq!(errors.len(), 6);
     assert!(errors.iter().all(|e| e.contains("did not answer within 1s")), "{errors:?}");
-    assert!(r["checks"].as_array().unwrap().iter().all(|c| c["kind"] == "timed_out"), "a timeout is told apart from an outage");
+    let mut images = r["checks"].as_array().unwrap().iter().filter(|c| c["image"].is_string());
+    assert!(images.clone().count() == 6 && images.all(|c| c["kind"] == "timed_out"), "a timeout is told apart from an outage");
     assert_eq!(proxy.count("HEAD"), 18, "a timeout is transient: 3 attempts per base");
 }
 

@@ -135,8 +135,9 @@ fn metrics_parse_and_match_what_the_cycles_did_and_readyz_follows_the_engine() {
     let m =
         |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{}", a.body));
     assert_eq!(m("freshen_registry_requests_total", &[("registry", registry), ("method", "HEAD"), ("code", "200")]), heads as f64);
-    assert_eq!(m("freshen_checks_total", &[("result", "new")]), 1.0);
-    assert_eq!(m("freshen_checks_total", &[("result", "unchanged")]), 1.0);
+    // Two inputs: the base, and the build's context.
+    assert_eq!(m("freshen_checks_total", &[("result", "new")]), 2.0);
+    assert_eq!(m("freshen_checks_total", &[("result", "unchanged")]), 2.0);
     assert_eq!(m("freshen_builds_total", &[("status", "rebuilt")]), 1.0);
     assert_eq!(m("freshen_build_duration_seconds_count", &[]), 1.0);
     assert_eq!(m("freshen_cycle_duration_seconds_count", &[]), 2.0);

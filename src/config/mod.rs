@@ -131,6 +131,9 @@ pub struct Build {
     pub build_secrets: BTreeMap<String, SecretValue>,
     /// The test gate (`test`): run on the new image before any tag moves or any push.
     pub test: Option<TestGate>,
+    /// Watch the build context's files and the Dockerfile (`watch_context`, default
+    /// true): an edit rebuilds the build. Off for contexts too large to digest, or that change on every run.
+    pub watch_context: bool,
 }
 
 impl Build {
@@ -355,6 +358,7 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         build_secrets: BTreeMap::new(),
         push: false,
         test,
+        watch_context: raw.get("watch_context").and_then(Value::as_bool).unwrap_or(true),
     })
 }
 

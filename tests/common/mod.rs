@@ -522,3 +522,10 @@ pub fn registry_digest(image: &str) -> Option<String> {
         k.eq_ignore_ascii_case("docker-content-digest").then(|| v.trim().to_string())
     })
 }
+
+/// The image records (`image:` keys) of a state file's `inputs`: what a registry
+/// check writes. Build contexts (`context:` keys) are checked every cycle without
+/// a registry, so their `seen_at` moves even while every registry check fails.
+pub fn image_records(state: &Value) -> Value {
+    state["inputs"].as_object().unwrap().iter().filter(|(k, _)| k.starts_with("image:")).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
