@@ -74,6 +74,7 @@ pub mod executor;
 mod explain;
 mod files;
 mod fswatch;
+pub mod git;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;

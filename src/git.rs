@@ -1,0 +1,204 @@
+//! Git sources: the one module that speaks git, with `gix` (pure Rust).
+//!
+//! Each repository has a bare cache under `git/<hash of its URL>` beside the
+//! state file. A sync of one repository is one connection: the ref listing
+//! (git protocol v2 `ls-refs`, or v1's advertisement) and, only when the ref
+//! points at a commit the cache lacks, a fetch of that ref at depth 1 on the
+//! same connection. An unchanged ref costs the listing and nothing more.
+//! The fetched commit is kept at `refs/freshen/<ref>`, so the Dockerfile can be
+//! read from it and the build context checked out of it without a network.
+//!
+//! Blocking: callers run it on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use gix::bstr::ByteSlice;
+
+/// A git operation that failed, in words: the URL and gix's error chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GitError(pub String);
+
+fn err(what: &str, url: &str) -> impl Fn(gix::Error) -> GitError {
+    let prefix = format!("{what} {url}");
+    move |e| GitError(format!("{prefix}: {e}"))
+}
+
+/// What a sync found: the commit the ref points at, and the semver-looking tags on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    /// The commit (40 hex digits) the ref points at now.
+    pub commit: String,
+    /// Names of the remote's tags (without `refs/tags/`) that point at `commit`, peeled.
+    pub tags: Vec<String>,
+    /// Whether this sync fetched (the commit was new to the cache).
+    pub fetched: bool,
+}
+
+/// The bare caches of every git source, under one folder.
+#[derive(Debug, Clone)]
+pub struct GitCache {
+    /// `git/` beside the state file.
+    root: PathBuf,
+}
+
+/// The full name of branch or ref `r`: `main` → `refs/heads/main`; a name that starts with `refs/` stays.
+pub fn full_ref(r: &str) -> String {
+    if r.starts_with("refs/") { r.to_string() } else { format!("refs/heads/{r}") }
+}
+
+impl GitCache {
+    /// The caches beside the state file at `state_file`.
+    pub fn beside(state_file: &Path) -> GitCache {
+        GitCache { root: state_file.parent().unwrap_or(Path::new(".")).join("git") }
+    }
+
+    fn dir(&self, url: &str) -> PathBuf {
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes());
+        self.root.join(hex::encode(&hash.as_ref()[..12]))
+    }
+
+    fn open(&self, url: &str) -> Result<gix::Repository, GitError> {
+        let dir = self.dir(url);
+        if dir.join("HEAD").is_file() {
+            return gix::open(&dir).map_err(|e| GitError(format!("git cache {}: {e}", dir.display())));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| GitError(format!("git cache {}: {e}", dir.display())))?;
+        gix::init_bare(&dir).map_err(|e| GitError(format!("git cache {}: {e}", dir.display())))
+    }
+
+    /// Lists `url`'s refs and, when `git_ref` points at a commit the cache lacks, fetches it (depth 1).
+    ///
+    /// # Errors
+    /// [`GitError`] when the server cannot be reached or refuses, when it has no such ref, or the fetch fails.
+    pub fn sync(&self, url: &str, git_ref: &str) -> Result<Synced, GitError> {
+        let repo = self.open(url)?;
+        let wanted = full_ref(git_ref);
+        let local = format!("refs/freshen/{}", wanted.trim_start_matches("refs/"));
+        let spec = format!("+{wanted}:{local}");
+        let remote = repo
+            .remote_at(url)
+            .map_err(err("git remote", url))?
+            .with_fetch_tags(gix::remote::fetch::Tags::None)
+            .with_refspecs([spec.as_str()], gix::remote::Direction::Fetch)
+            .map_err(err("git refspec for", url))?;
+        let connection = remote.connect(gix::remote::Direction::Fetch).map_err(err("git connect to", url))?;
+        // Every ref is listed (no prefix filter), so that the tags on the commit are seen without fetching them.
+        let options = gix::remote::ref_map::Options { prefix_from_spec_as_filter_on_remote: false, ..Default::default() };
+        let prepare = connection.prepare_fetch(gix::progress::Discard, options).map_err(err("git ls-refs of", url))?;
+        let refs = &prepare.ref_map().remote_refs;
+        // (name, what the ref points at, the commit a tag object peels to).
+        fn commit_of(r: &gix::protocol::handshake::Ref) -> Option<(&gix::bstr::BStr, gix::ObjectId)> {
+            let (name, target, peeled) = r.unpack();
+            Some((name, peeled.or(target)?.to_owned()))
+        }
+        let commit = refs
+            .iter()
+            .filter_map(commit_of)
+            .find_map(|(name, object)| (name == wanted.as_bytes().as_bstr()).then_some(object))
+            .ok_or_else(|| GitError(format!("{url} has no ref {wanted}; give a branch the repository has")))?;
+        let tags = refs
+            .iter()
+            .filter_map(commit_of)
+            .filter(|(_, object)| *object == commit)
+            .filter_map(|(name, _)| name.to_str().ok()?.strip_prefix("refs/tags/").map(str::to_string))
+            .collect();
+        let fetched = !repo.has_object(commit);
+        if fetched {
+            let depth = std::num::NonZeroU32::new(1).expect("1 is not 0");
+            prepare
+                .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
+                .receive(gix::progress::Discard, &AtomicBool::new(false))
+                .map_err(err("git fetch of", url))?;
+        } else {
+            drop(prepare); // the listing was all that was needed: no fetch
+            let mut r = repo.clone();
+            set_ref(&mut r, &local, commit)?;
+        }
+        Ok(Synced { commit: commit.to_string(), tags, fetched })
+    }
+
+    /// The commit the cache holds for `url`'s `git_ref` (its last sync), if any.
+    pub fn cached(&self, url: &str, git_ref: &str) -> Option<String> {
+        let repo = gix::open(self.dir(url)).ok()?;
+        let local = format!("refs/freshen/{}", full_ref(git_ref).trim_start_matches("refs/"));
+        let id = repo.find_reference(local.as_str()).ok()?.into_fully_peeled_id().ok()?;
+        Some(id.to_string())
+    }
+
+    /// The file at `path` (`/`-separated, inside the repository) in `commit` of `url`'s cache.
+    ///
+    /// # Errors
+    /// [`GitError`] when the commit is not in the cache, or the file is not in it.
+    pub fn read(&self, url: &str, commit: &str, path: &str) -> Result<Vec<u8>, GitError> {
+        let repo = self.open(url)?;
+        let tree = tree_of(&repo, commit)?;
+        let entry = tree
+            .lookup_entry_by_path(path)
+            .map_err(|e| GitError(format!("{path} in {commit}: {e}")))?
+            .ok_or_else(|| GitError(format!("{url} at {commit} has no {path}")))?;
+        let object = entry.object().map_err(|e| GitError(format!("{path} in {commit}: {e}")))?;
+        Ok(object.detach().data)
+    }
+
+    /// A digest of what `paths` (folders or files inside the repository) hold in `commit`:
+    /// SHA-256 over each path and the ID of its tree or blob (`-` when absent). Two commits that
+    /// leave every path alone have the same one.
+    ///
+    /// # Errors
+    /// [`GitError`] when the commit is not in the cache.
+    pub fn paths_digest(&self, url: &str, commit: &str, paths: &[String]) -> Result<String, GitError> {
+        let repo = self.open(url)?;
+        let tree = tree_of(&repo, commit)?;
+        let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for p in paths {
+            let p = p.trim_matches('/');
+            let id = tree.lookup_entry_by_path(p).ok().flatten().map_or_else(|| "-".to_string(), |e| e.object_id().to_string());
+            sha.update(p.as_bytes());
+            sha.update(b"\0");
+            sha.update(id.as_bytes());
+            sha.update(b"\n");
+        }
+        Ok(format!("sha256:{}", hex::encode(sha.finish().as_ref())))
+    }
+
+    /// Checks out `commit` of `url` into the empty folder `dest`.
+    ///
+    /// # Errors
+    /// [`GitError`] when the commit is not in the cache or a file cannot be written.
+    pub fn checkout(&self, url: &str, commit: &str, dest: &Path) -> Result<(), GitError> {
+        let repo = self.open(url)?;
+        let tree = tree_of(&repo, commit)?;
+        let e = |e: gix::Error| GitError(format!("checkout of {commit} into {}: {e}", dest.display()));
+        let mut index = repo.index_from_tree(&tree.id).map_err(e)?;
+        let mut options = repo.checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping).map_err(e)?;
+        options.destination_is_initially_empty = true;
+        let objects = repo.objects.clone().into_arc().map_err(|x| GitError(format!("checkout of {commit}: {x}")))?;
+        let outcome = gix::worktree::state::checkout(
+            &mut index,
+            dest,
+            objects,
+            &gix::progress::Discard,
+            &gix::progress::Discard,
+            &AtomicBool::new(false),
+            options,
+        )
+        .map_err(|x| GitError(format!("checkout of {commit} into {}: {x}", dest.display())))?;
+        if let Some(first) = outcome.errors.first() {
+            return Err(GitError(format!("checkout of {commit}: {}: {}", first.path, first.error)));
+        }
+        Ok(())
+    }
+}
+
+fn tree_of<'r>(repo: &'r gix::Repository, commit: &str) -> Result<gix::Tree<'r>, GitError> {
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| GitError(format!("commit {commit}: {e}")))?;
+    let commit_obj = repo.find_commit(id).map_err(|e| GitError(format!("commit {commit} is not in the cache: {e}")))?;
+    commit_obj.tree().map_err(|e| GitError(format!("tree of {commit}: {e}")))
+}
+
+fn set_ref(repo: &mut gix::Repository, name: &str, id: gix::ObjectId) -> Result<(), GitError> {
+    use gix::refs::transaction::PreviousValue;
+    repo.reference(name, id, PreviousValue::Any, "freshen: sync").map(|_| ()).map_err(|e| GitError(format!("ref {name}: {e}")))
+}

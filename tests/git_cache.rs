@@ -1,0 +1,57 @@
+//! The git edge against real repositories served over `file://`: a sync lists,
+//! fetches only a new commit, and the cache answers reads, path digests and checkouts.
+
+use std::path::Path;
+use std::process::Command;
+
+use freshen::git::GitCache;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn sync_fetches_only_new_commits_and_the_cache_serves_files_paths_and_checkouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("app.git");
+    let work = dir.path().join("work");
+    git(dir.path(), &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
+    git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), work.to_str().unwrap()]);
+    std::fs::create_dir_all(work.join("svc")).unwrap();
+    std::fs::write(work.join("svc/Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(work.join("README"), "one").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]);
+    git(&work, &["tag", "v1.2.3"]);
+    git(&work, &["push", "-q", "origin", "main", "--tags"]);
+    let url = format!("file://{}", bare.display());
+    let cache = GitCache::beside(&dir.path().join("state.json"));
+    let first = cache.sync(&url, "main").unwrap();
+    assert_eq!(first.commit, git(&work, &["rev-parse", "HEAD"]));
+    assert!(first.fetched);
+    assert_eq!(first.tags, ["v1.2.3"]);
+    let again = cache.sync(&url, "main").unwrap();
+    assert!(!again.fetched, "an unchanged ref is not fetched");
+    assert_eq!(cache.cached(&url, "main").as_deref(), Some(first.commit.as_str()));
+    assert_eq!(cache.read(&url, &first.commit, "svc/Dockerfile").unwrap(), b"FROM scratch\n");
+    let svc = cache.paths_digest(&url, &first.commit, &["svc/".into()]).unwrap();
+
+    std::fs::write(work.join("README"), "two").unwrap();
+    git(&work, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let second = cache.sync(&url, "main").unwrap();
+    assert!(second.fetched && second.commit != first.commit && second.tags.is_empty());
+    assert_eq!(cache.paths_digest(&url, &second.commit, &["svc/".into()]).unwrap(), svc, "svc/ untouched");
+    assert_ne!(cache.paths_digest(&url, &second.commit, &["README".into()]).unwrap(), cache.paths_digest(&url, &first.commit, &["README".into()]).unwrap());
+    let out = dir.path().join("checkout");
+    std::fs::create_dir_all(&out).unwrap();
+    cache.checkout(&url, &second.commit, &out).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("README")).unwrap(), "two");
+    assert_eq!(std::fs::read_to_string(out.join("svc/Dockerfile")).unwrap(), "FROM scratch\n");
+    let e = cache.sync(&url, "nope").unwrap_err();
+    assert!(e.to_string().contains("has no ref refs/heads/nope"), "{e}");
+    let e = cache.sync(&format!("file://{}/missing.git", dir.path().display()), "main").unwrap_err();
+    eprintln!("unreachable: {e}");
+}
