@@ -44,6 +44,8 @@ pub struct Checker<'a> {
     pub only: Option<&'a BTreeSet<Input>>,
     /// Digests build contexts, keeping each file's hash between cycles so an unchanged context reads no file.
     pub contexts: std::sync::Arc<ContextDigests>,
+    /// The git sources' caches: where a new commit is fetched to.
+    pub git: crate::git::GitCache,
 }
 
 /// A cycle's checks: one per distinct watched input, and the rate limits the registries reported.
@@ -142,9 +144,39 @@ impl Checker<'_> {
                 Err(e) => (Err(e), None, None),
             },
             (None, Input::Context(build)) => (self.check_context(build, prior, now).await, None, None),
+            (None, Input::Git { url, git_ref }) => (self.check_git(url, git_ref, prior, now).await, None, None),
         };
         let check = Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() || out_of_scope, replaces };
         (check, rate_limit)
+    }
+
+    /// The commit `url`'s `git_ref` points at: one ref listing, and a fetch (depth 1) only
+    /// when the commit is new; then the digest of each `paths` list a build on it watches.
+    async fn check_git(&self, url: &str, git_ref: &str, prior: Option<&Observation>, now: u64) -> Result<Observation, CheckError> {
+        let keys: BTreeSet<(String, Vec<String>)> = self
+            .project
+            .builds
+            .values()
+            .filter_map(|a| a.build.source.as_ref())
+            .filter(|s| s.url == url && crate::git::full_ref(&s.git_ref) == git_ref && !s.paths.is_empty())
+            .map(|s| (s.paths_key(), s.paths.clone()))
+            .collect();
+        let (cache, url_owned, git_ref_owned) = (self.git.clone(), url.to_string(), git_ref.to_string());
+        let synced = tokio::task::spawn_blocking(move || {
+            let synced = cache.sync(&url_owned, &git_ref_owned)?;
+            let mut paths = BTreeMap::new();
+            for (key, list) in keys {
+                paths.insert(key, cache.paths_digest(&url_owned, &synced.commit, &list)?);
+            }
+            Ok::<_, crate::git::GitError>((synced, paths))
+        })
+        .await
+        .map_err(|e| CheckError::Git(crate::git::GitError(e.to_string())))?;
+        let (synced, paths) = synced.map_err(CheckError::Git)?;
+        tracing::debug!(event = "git_listed", url = %url, git_ref = %git_ref, commit = %synced.commit, fetched = synced.fetched, "git ref checked");
+        let mut o = observed(prior, synced.commit, DigestSource::Git, BTreeMap::new(), now);
+        o.paths = paths;
+        Ok(o)
     }
 
     /// The content digest of `build`'s context, read on a blocking thread.
@@ -240,7 +272,7 @@ fn observed(
     now: u64,
 ) -> Observation {
     let since = prior.filter(|p| p.digest == digest).map_or(now, |p| if p.since == 0 { p.seen_at } else { p.since });
-    Observation { digest, source, seen_at: now, since, platforms }
+    Observation { digest, source, seen_at: now, since, platforms, paths: BTreeMap::new() }
 }
 
 /// One image's check.

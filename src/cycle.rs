@@ -148,6 +148,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         rate_limit_reserve: input.rate_limit_reserve,
         only: input.only.as_ref(),
         contexts: input.contexts.clone(),
+        git: crate::git::GitCache::beside(&input.state_path),
     };
     // The registry checks and the engine's answers for the output tags do not depend on each other.
     let (checks, existing) = tokio::join!(checker.check_all(state, state::now_secs()), inspect_outputs(input));

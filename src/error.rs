@@ -210,6 +210,9 @@ pub enum CheckError {
     /// The build context could not be read for its digest.
     #[error("build context: {0}")]
     Context(#[source] ContextError),
+    /// The git repository could not be listed or fetched.
+    #[error("git: {0}")]
+    Git(#[source] crate::git::GitError),
     /// No check ran for the input (it was not in this cycle's set).
     #[error("not checked")]
     NotChecked,
@@ -224,6 +227,7 @@ impl CheckError {
             CheckError::NotBuilt { .. } => "not_built",
             CheckError::Engine(e) => e.kind(),
             CheckError::Context(_) => "context_unreadable",
+            CheckError::Git(_) => "git_failed",
             CheckError::NotChecked => "not_checked",
         }
     }
@@ -256,6 +260,9 @@ pub enum BuildError {
         #[source]
         source: EngineError,
     },
+    /// The git source's commit could not be checked out for the build.
+    #[error("git source: {0}")]
+    Checkout(String),
     /// A parent build's image is gone from the engine.
     #[error("{image}: parent image is missing")]
     ParentMissing {
@@ -292,6 +299,7 @@ impl BuildError {
             BuildError::Inspect { source, .. } => source.kind(),
             BuildError::Pull { .. } => "pull_failed",
             BuildError::ParentMissing { .. } => "parent_missing",
+            BuildError::Checkout(_) => "checkout_failed",
             BuildError::Push { .. } => "push_failed",
             BuildError::Test { .. } => "test_failed",
             BuildError::Engine(e) => e.kind(),

@@ -45,7 +45,11 @@ pub struct GitCache {
 
 /// The full name of branch or ref `r`: `main` → `refs/heads/main`; a name that starts with `refs/` stays.
 pub fn full_ref(r: &str) -> String {
-    if r.starts_with("refs/") { r.to_string() } else { format!("refs/heads/{r}") }
+    if r.starts_with("refs/") {
+        r.to_string()
+    } else {
+        format!("refs/heads/{r}")
+    }
 }
 
 impl GitCache {
@@ -161,6 +165,16 @@ impl GitCache {
             sha.update(b"\n");
         }
         Ok(format!("sha256:{}", hex::encode(sha.finish().as_ref())))
+    }
+
+    /// A new empty folder for a checkout, under `git/checkouts/`: removed when dropped.
+    ///
+    /// # Errors
+    /// [`GitError`] when the folder cannot be made.
+    pub fn checkout_dir(&self) -> Result<tempfile::TempDir, GitError> {
+        let parent = self.root.join("checkouts");
+        std::fs::create_dir_all(&parent).map_err(|e| GitError(format!("{}: {e}", parent.display())))?;
+        tempfile::tempdir_in(&parent).map_err(|e| GitError(format!("{}: {e}", parent.display())))
     }
 
     /// Checks out `commit` of `url` into the empty folder `dest`.

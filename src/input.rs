@@ -25,6 +25,14 @@ pub enum Input {
     /// The build context of the build this names (its files that `.dockerignore`
     /// keeps, and its Dockerfile), by content digest: an edit rebuilds the build.
     Context(String),
+    /// A branch (or ref) of a git repository, by the commit it points at: a new commit rebuilds
+    /// the builds made from it (those with `paths`, only when one of them changed).
+    Git {
+        /// The repository's URL.
+        url: String,
+        /// The full ref name (`refs/heads/main`).
+        git_ref: String,
+    },
 }
 
 impl Input {
@@ -32,7 +40,7 @@ impl Input {
     pub fn image(&self) -> Option<&ImageRef> {
         match self {
             Input::Image(i) => Some(i),
-            Input::Context(_) => None,
+            Input::Context(_) | Input::Git { .. } => None,
         }
     }
 
@@ -42,6 +50,7 @@ impl Input {
         match self {
             Input::Image(i) => format!("image:{i}"),
             Input::Context(b) => format!("context:{b}"),
+            Input::Git { url, git_ref } => format!("git:{url}#{git_ref}"),
         }
     }
 
@@ -53,6 +62,10 @@ impl Input {
         match key.split_once(':') {
             Some(("image", r)) => ImageRef::parse(r).map(Input::Image).map_err(|e| format!("state key {key:?}: {e}")),
             Some(("context", b)) if !b.is_empty() => Ok(Input::Context(b.to_string())),
+            Some(("git", g)) => match g.rsplit_once('#') {
+                Some((url, r)) if !url.is_empty() && r.starts_with("refs/") => Ok(Input::Git { url: url.into(), git_ref: r.into() }),
+                _ => Err(format!("state key {key:?}: expected `git:<url>#refs/<ref>`")),
+            },
             _ => Err(format!("state key {key:?}: unknown kind of input; expected `image:<reference>` or `context:<build>`")),
         }
     }
@@ -64,6 +77,7 @@ impl fmt::Display for Input {
         match self {
             Input::Image(i) => f.write_str(i.as_str()),
             Input::Context(b) => write!(f, "build context of {b}"),
+            Input::Git { url, git_ref } => write!(f, "{url} {git_ref}"),
         }
     }
 }
@@ -96,6 +110,8 @@ pub enum DigestSource {
     Pinned,
     /// The content digest of a build context's files ([`crate::context::ContextDigests`]).
     Context,
+    /// The commit a git ref points at, from the repository's ref listing.
+    Git,
 }
 
 impl fmt::Display for DigestSource {
@@ -106,6 +122,7 @@ impl fmt::Display for DigestSource {
             DigestSource::Build => "engine's image of another build",
             DigestSource::Pinned => "pinned reference",
             DigestSource::Context => "build context's files",
+            DigestSource::Git => "git repository",
         })
     }
 }
@@ -128,6 +145,10 @@ pub struct Observation {
     /// re-push of other platforms is then not a change for a build.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub platforms: BTreeMap<String, String>,
+    /// For a git ref: a build's `paths` (joined by newlines) → the digest of what they hold in
+    /// the commit ([`crate::git::GitCache::paths_digest`]): a commit that leaves them alone is not a change for that build.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, String>,
 }
 
 impl Observation {
@@ -136,6 +157,16 @@ impl Observation {
     /// The one place a platform's digest is chosen.
     pub fn for_platform(&self, platform: &str) -> &str {
         select_platform(&self.platforms, platform).unwrap_or(&self.digest)
+    }
+
+    /// The digest a build compares: for a git ref and a build with `paths` (their
+    /// [`crate::config::GitSource::paths_key`]), the digest of what those paths hold;
+    /// else the platform's ([`Observation::for_platform`]).
+    pub fn for_build(&self, platform: &str, paths_key: Option<&str>) -> &str {
+        match paths_key.and_then(|k| self.paths.get(k)) {
+            Some(d) => d,
+            None => self.for_platform(platform),
+        }
     }
 }
 
@@ -177,7 +208,10 @@ mod tests {
         assert_eq!(i.key(), "image:docker.io/library/debian:bookworm");
         assert_eq!(Input::from_key(&i.key()).unwrap(), i);
         assert_eq!(i.to_string(), "docker.io/library/debian:bookworm");
-        assert!(Input::from_key("git:https://x").unwrap_err().contains("unknown kind"));
+        assert!(Input::from_key("svn:https://x").unwrap_err().contains("unknown kind"));
+        assert!(Input::from_key("git:https://x").unwrap_err().contains("git:<url>#refs/<ref>"));
+        let g = Input::Git { url: "https://h/a.git".into(), git_ref: "refs/heads/main".into() };
+        assert_eq!(Input::from_key(&g.key()).unwrap(), g);
         assert!(Input::from_key("image:UPPER").is_err());
         let c = Input::Context("api".into());
         assert_eq!((c.key().as_str(), c.to_string().as_str()), ("context:api", "build context of api"));
@@ -188,7 +222,14 @@ mod tests {
     fn platform_digest() {
         let platforms: BTreeMap<String, String> =
             [("linux/amd64".to_string(), "sha256:a".to_string()), ("linux/arm64/v8".to_string(), "sha256:b".to_string())].into();
-        let o = Observation { digest: "sha256:top".into(), source: DigestSource::Registry, seen_at: 0, since: 0, platforms };
+        let o = Observation {
+            digest: "sha256:top".into(),
+            source: DigestSource::Registry,
+            seen_at: 0,
+            since: 0,
+            platforms,
+            paths: BTreeMap::new(),
+        };
         assert_eq!(o.for_platform("linux/amd64"), "sha256:a");
         assert_eq!(o.for_platform("linux/arm64"), "sha256:b");
         assert_eq!(o.for_platform("linux/s390x"), "sha256:top");

@@ -11,8 +11,8 @@
 //! - [`reference`](mod@reference): image references: parse, normalise, compare.
 //! - [`dockerfile`]: base-image resolution: stages, ARG expansion.
 //! - [`project`]: a config resolved against its Dockerfiles: each build's inputs; `plan` output (pure but for one reader).
-//! - [`input`]: what a build depends on ([`input::Input`]: an image, or a build's context) and what a
-//!   check saw of it ([`input::Observation`]). A new kind of input (a git ref) is a variant here.
+//! - [`input`]: what a build depends on ([`input::Input`]: an image, a build's context, a git ref) and
+//!   what a check saw of it ([`input::Observation`]). A new kind of input is a variant here.
 //! - [`graph`]: the build graph: edges, cycles, descendants, topological order.
 //! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
 //! - [`error`]: typed errors of the registry, the engine, checks and builds.
@@ -30,6 +30,8 @@
 //!   A new builder (BuildKit) goes here.
 //! - [`context`](mod@context): a build context's kept files (`.dockerignore`), walked once for the
 //!   engine's archive and for the content digest a check compares ([`context::ContextDigests`]).
+//! - [`git`]: git sources (gix): one connection a check (the ref listing, and a depth-1 fetch
+//!   only for a new commit) into a bare cache beside the state file; Dockerfile reads, path digests, checkouts.
 //! - `credentials`: registry credentials; secrets never print.
 //! - [`state`]: the versioned state file (format 2, migrated from 1), atomic writes.
 //!
@@ -74,9 +76,9 @@ pub mod executor;
 mod explain;
 mod files;
 mod fswatch;
-pub mod git;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod git;
 pub mod graph;
 pub mod input;
 mod listen;

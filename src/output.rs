@@ -82,6 +82,10 @@ pub(crate) fn input_fields(input: &Input, r: &Redactor, v: &mut Map<String, Valu
     match input {
         Input::Image(_) => v.insert("image".into(), r.show(input).into()),
         Input::Context(b) => v.insert("context".into(), b.as_str().into()),
+        Input::Git { url, git_ref } => {
+            v.insert("git".into(), url.as_str().into());
+            v.insert("ref".into(), git_ref.as_str().into())
+        }
     };
 }
 

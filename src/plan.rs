@@ -235,7 +235,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 let c = match check.map(|c| &c.seen) {
                     Some(Ok(o)) => Ok(Current {
                         digest: o.digest.clone(),
-                        for_build: o.for_platform(platform).to_string(),
+                        for_build: o.for_build(platform, a.build.source.as_ref().map(|s| s.paths_key()).as_deref()).to_string(),
                         since: o.since,
                         replaces: check.and_then(|c| c.replaces.clone()),
                     }),

@@ -66,11 +66,17 @@ impl Project {
 }
 
 /// Reads each build's Dockerfile. A read error becomes that build's error text.
+/// A git-sourced build's is read from its cache at the commit last synced (synced
+/// now, once, when the cache has none: the first start).
 pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, String>> {
+    let git = crate::git::GitCache::beside(&config.options.state_file);
     config
         .builds
         .values()
         .map(|b| {
+            if let Some(source) = &b.source {
+                return (b.name.clone(), read_from_git(&git, source, &b.dockerfile.to_string_lossy()));
+            }
             let text = crate::files::read_regular(&b.dockerfile, MAX_DOCKERFILE_BYTES, "a Dockerfile")
                 .map_err(|e| {
                     let hint = if e.io_kind() == Some(std::io::ErrorKind::PermissionDenied) {
@@ -86,6 +92,16 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
             (b.name.clone(), text)
         })
         .collect()
+}
+
+/// The Dockerfile at `path` in the commit the cache holds for `source`.
+fn read_from_git(git: &crate::git::GitCache, source: &crate::config::GitSource, path: &str) -> Result<String, String> {
+    let commit = match git.cached(&source.url, &source.git_ref) {
+        Some(c) => c,
+        None => git.sync(&source.url, &source.git_ref).map_err(|e| e.to_string())?.commit,
+    };
+    let bytes = git.read(&source.url, &commit, path).map_err(|e| format!("cannot read Dockerfile: {e}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("{path} in {} at {commit}: Dockerfile is not UTF-8 text", source.url))
 }
 
 /// Resolves every build of `config` against `texts` (build name → Dockerfile text or read error).
@@ -145,6 +161,9 @@ fn watch(b: &Build, resolution: Result<Resolution, ResolveError>) -> Analysed {
     if b.watch_context {
         inputs.push(Input::Context(b.name.clone()));
     }
+    if let Some(s) = &b.source {
+        inputs.push(Input::Git { url: s.url.clone(), git_ref: crate::git::full_ref(&s.git_ref) });
+    }
     Analysed { build: b.clone(), resolution, inputs, pinned, ignored }
 }
 
@@ -170,6 +189,8 @@ pub struct PlanEntry {
     pub context: String,
     /// Whether the context's files and the Dockerfile are watched (`watch_context`): an edit rebuilds.
     pub watch_context: bool,
+    /// The git source (`<url> <ref>`), when the build is made from one: then `dockerfile` and `context` are inside it.
+    pub source: Option<String>,
     /// Digest-pinned images the build uses: never checked, since they cannot change.
     pub pinned_images: Vec<String>,
     /// Images left unwatched by a `# freshen:ignore` comment.
@@ -214,6 +235,7 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
                 watched: list(&mut a.images()),
                 context: relative(&a.build.context, config_dir),
                 watch_context: a.build.watch_context,
+                source: a.build.source.as_ref().map(|s| format!("{} {}", s.url, crate::git::full_ref(&s.git_ref))),
                 pinned_images: list(&mut a.pinned.iter()),
                 ignored_images: list(&mut a.ignored.iter()),
                 builder: a.build.builder.to_string(),

@@ -28,6 +28,10 @@ pub const LABEL_BUILT_FROM: &str = "io.freshen.built-from";
 /// freshen's label: the content digest of the build context the image was built from
 /// ([`crate::context::ContextDigests`]), so that a lost state file does not hide a context edit.
 pub const LABEL_CONTEXT: &str = "io.freshen.context-digest";
+/// OCI annotation for the source commit a git-sourced image was built from (OCI image spec, "Pre-Defined Annotation Keys").
+pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
+/// OCI annotation for the URL of the repository a git-sourced image was built from (OCI image spec, "Pre-Defined Annotation Keys").
+pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
 /// freshen's label: the build's name. With [`LABEL_TAG`] it marks the images cleanup may remove.
 pub const LABEL_BUILD: &str = "io.freshen.build";
 /// freshen's label: the build's first tag, so two configs' builds of one name never clean up each other's images.
@@ -139,7 +143,7 @@ impl Rebuild {
             let d = match input {
                 Input::Image(image) => self.used_digest(image, c.current.as_ref().ok(), b.platform.as_deref()).await?,
                 // A context whose check failed is not recorded: the next check records it without a rebuild.
-                Input::Context(_) => match &c.current {
+                Input::Context(_) | Input::Git { .. } => match &c.current {
                     Ok(current) => current.for_build.clone(),
                     Err(_) => continue,
                 },
@@ -162,10 +166,19 @@ impl Rebuild {
         if let Some(first) = b.tags.first() {
             labels.insert(LABEL_TAG.into(), first.to_string());
         }
+        // A git source: its commit checked out into a folder that lives until the build ends.
+        let checkout = match &b.source {
+            Some(source) => Some(self.checkout(source, compared, &mut labels).await?),
+            None => None,
+        };
+        let (context, dockerfile) = match &checkout {
+            Some(dir) => (dir.path().join(&b.context), dir.path().join(&b.dockerfile)),
+            None => (b.context.clone(), b.dockerfile.clone()),
+        };
         let request = BuildRequest {
             name: name.to_string(),
-            context: b.context.clone(),
-            dockerfile: b.dockerfile.clone(),
+            context,
+            dockerfile,
             tags: b.tags.clone(),
             build_args: b.build_args.clone(),
             target: b.target.clone(),
@@ -189,6 +202,39 @@ impl Rebuild {
         self.engine.move_tags(&id, &b.tags).await.map_err(BuildError::Engine)?;
         tracing::debug!(event = "image_tagged", build = %name, image = %id, "tags moved");
         Ok(BuildRecord { built_from, image_id: Some(id), recorded_at: state::now_secs(), origin: Origin::Built, ..Default::default() })
+    }
+
+    /// Checks out the commit the check saw for `source` into a new folder beside the
+    /// git caches, and labels the image with it (OCI annotations
+    /// `org.opencontainers.image.revision` and `org.opencontainers.image.source`).
+    ///
+    /// # Errors
+    /// [`BuildError::Checkout`] when the check found no commit, or the checkout failed.
+    async fn checkout(
+        &self,
+        source: &crate::config::GitSource,
+        compared: &BTreeMap<Input, Compared>,
+        labels: &mut std::collections::HashMap<String, String>,
+    ) -> Result<tempfile::TempDir, BuildError> {
+        let input = Input::Git { url: source.url.clone(), git_ref: crate::git::full_ref(&source.git_ref) };
+        let commit = match compared.get(&input).map(|c| &c.current) {
+            Some(Ok(c)) => c.digest.clone(),
+            Some(Err(e)) => return Err(BuildError::Checkout(format!("{input}: {e}"))),
+            None => return Err(BuildError::Checkout(format!("{input} was not checked"))),
+        };
+        let cache = crate::git::GitCache::beside(&self.state_path);
+        let (url, at) = (source.url.clone(), commit.clone());
+        let dir = tokio::task::spawn_blocking(move || {
+            let dir = cache.checkout_dir().map_err(|e| e.0)?;
+            cache.checkout(&url, &at, dir.path()).map_err(|e| e.0)?;
+            Ok::<_, String>(dir)
+        })
+        .await
+        .map_err(|e| BuildError::Checkout(e.to_string()))?
+        .map_err(BuildError::Checkout)?;
+        labels.insert(LABEL_REVISION.into(), commit);
+        labels.insert(LABEL_SOURCE.into(), source.url.clone());
+        Ok(dir)
     }
 
     /// Runs the build's test gate on image `id`, its output appended to `log`.

@@ -76,6 +76,7 @@ impl World {
                 push: false,
                 test: None,
                 watch_context: false,
+                source: None,
             };
             // On disk too: the loop reads the Dockerfiles again before each cycle.
             std::fs::create_dir_all(build.context.clone()).unwrap();

@@ -44,7 +44,10 @@ fn sync_fetches_only_new_commits_and_the_cache_serves_files_paths_and_checkouts(
     let second = cache.sync(&url, "main").unwrap();
     assert!(second.fetched && second.commit != first.commit && second.tags.is_empty());
     assert_eq!(cache.paths_digest(&url, &second.commit, &["svc/".into()]).unwrap(), svc, "svc/ untouched");
-    assert_ne!(cache.paths_digest(&url, &second.commit, &["README".into()]).unwrap(), cache.paths_digest(&url, &first.commit, &["README".into()]).unwrap());
+    assert_ne!(
+        cache.paths_digest(&url, &second.commit, &["README".into()]).unwrap(),
+        cache.paths_digest(&url, &first.commit, &["README".into()]).unwrap()
+    );
     let out = dir.path().join("checkout");
     std::fs::create_dir_all(&out).unwrap();
     cache.checkout(&url, &second.commit, &out).unwrap();

@@ -117,6 +117,7 @@ const ROWS: &[Row] = &[
     row("builds/platform", "options.rs::platform_sets_the_automatic_platform_args", "\"platform\""),
     row("builds/labels", "options_engine.rs::labels_are_added_to_the_built_image", "\"labels\""),
     row("builds/no_cache", "options_engine.rs::no_cache_rebuilds_every_step", "\"no_cache\""),
+    row("builds/source", "git.rs::a_repository_over_file_urls_rebuilds_on_new_commits_that_touch_its_paths", "\"source\""),
     row(
         "builds/watch_context",
         "context.rs::an_edit_made_while_freshen_is_stopped_is_rebuilt_at_start_unless_watch_context_is_off",

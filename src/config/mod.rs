@@ -10,6 +10,7 @@ mod options;
 pub mod schema;
 mod secrets;
 mod server;
+mod source;
 mod test_gate;
 
 pub use notify::{Event, Notify, Receiver};
@@ -21,6 +22,8 @@ pub use test_gate::TestGate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+pub use source::GitSource;
 
 use serde_json::Value;
 
@@ -134,6 +137,9 @@ pub struct Build {
     /// Watch the build context's files and the Dockerfile (`watch_context`, default
     /// true): an edit rebuilds the build. Off for contexts too large to digest, or that change on every run.
     pub watch_context: bool,
+    /// The git source (`source`), when the build is made from a repository's commits: then
+    /// `dockerfile` and `context` are paths inside the repository, and its new commits rebuild.
+    pub source: Option<GitSource>,
 }
 
 impl Build {
@@ -271,7 +277,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config { path: path.to_path_buf(), options, builds, registries })
 }
 
-fn violation(v: &mut Vec<Violation>, pointer: String, message: String) {
+pub(super) fn violation(v: &mut Vec<Violation>, pointer: String, message: String) {
     v.push(Violation { pointer, message });
 }
 
@@ -298,28 +304,18 @@ fn escape_pointer(key: &str) -> String {
 fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Option<Build> {
     let at = format!("/builds/{}", escape_pointer(name));
     let before = v.len();
-    let mut dockerfile = base_dir.join(raw["dockerfile"].as_str().unwrap_or_default());
-    if dockerfile.join("Dockerfile").is_file() {
-        dockerfile = dockerfile.join("Dockerfile");
-    }
-    // A folder without a Dockerfile in it is left as it is: reading it fails for that build alone.
-    if !dockerfile.exists() {
-        violation(v, format!("{at}/dockerfile"), format!("{} does not exist or is not a file; give the path of a Dockerfile, or of a folder holding one named Dockerfile, relative to the config's folder", dockerfile.display()));
-    }
-    let given = raw.get("context").or_else(|| raw.get("build_dir")).and_then(Value::as_str);
-    let context = match given {
-        Some(c) => base_dir.join(c),
-        None => dockerfile.parent().unwrap_or(base_dir).to_path_buf(),
+    let source = source::resolve(raw, &at, v);
+    let (dockerfile, context) = match &source {
+        // Paths inside the repository: read from its cache, checked out for the build.
+        Some(s) => {
+            let dockerfile = s.in_repository(raw["dockerfile"].as_str().unwrap_or("Dockerfile"));
+            (PathBuf::from(dockerfile), PathBuf::from(if s.path.is_empty() { "." } else { s.path.as_str() }))
+        }
+        None => {
+            let (d, c) = local_paths(raw, base_dir, &at, v);
+            (std::path::absolute(&d).unwrap_or(d), std::path::absolute(&c).unwrap_or(c))
+        }
     };
-    // Without an explicit context, a missing Dockerfile has already been reported.
-    if given.is_some() && !context.is_dir() {
-        let key = if raw.get("context").is_some() { "context" } else { "build_dir" };
-        violation(
-            v,
-            format!("{at}/{key}"),
-            format!("build context {} is not a folder; give the folder whose files the Dockerfile COPYs", context.display()),
-        );
-    }
     let (tags, tags_at) = match raw.get("tag").and_then(Value::as_str) {
         Some(t) => (references(&Value::Array(vec![Value::String(t.into())]), &format!("{at}/tag"), v), format!("{at}/tag")),
         None => (references(&raw["tags"], &format!("{at}/tags"), v), format!("{at}/tags")),
@@ -342,8 +338,8 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
     }
     Some(Build {
         name: name.to_string(),
-        dockerfile: std::path::absolute(&dockerfile).unwrap_or(dockerfile),
-        context: std::path::absolute(&context).unwrap_or(context),
+        dockerfile,
+        context,
         tags,
         build_args: string_map(&raw["build_args"]),
         target: raw.get("target").and_then(Value::as_str).map(str::to_string),
@@ -358,8 +354,37 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         build_secrets: BTreeMap::new(),
         push: false,
         test,
-        watch_context: raw.get("watch_context").and_then(Value::as_bool).unwrap_or(true),
+        // A git source's commits are its input: nothing on disk to watch.
+        watch_context: source.is_none() && raw.get("watch_context").and_then(Value::as_bool).unwrap_or(true),
+        source,
     })
+}
+
+/// A local build's Dockerfile and context folder, each checked to exist (else a violation at `at`).
+fn local_paths(raw: &Value, base_dir: &Path, at: &str, v: &mut Vec<Violation>) -> (PathBuf, PathBuf) {
+    let mut dockerfile = base_dir.join(raw["dockerfile"].as_str().unwrap_or_default());
+    if dockerfile.join("Dockerfile").is_file() {
+        dockerfile = dockerfile.join("Dockerfile");
+    }
+    // A folder without a Dockerfile in it is left as it is: reading it fails for that build alone.
+    if !dockerfile.exists() {
+        violation(v, format!("{at}/dockerfile"), format!("{} does not exist or is not a file; give the path of a Dockerfile, or of a folder holding one named Dockerfile, relative to the config's folder", dockerfile.display()));
+    }
+    let given = raw.get("context").or_else(|| raw.get("build_dir")).and_then(Value::as_str);
+    let context = match given {
+        Some(c) => base_dir.join(c),
+        None => dockerfile.parent().unwrap_or(base_dir).to_path_buf(),
+    };
+    // Without an explicit context, a missing Dockerfile has already been reported.
+    if given.is_some() && !context.is_dir() {
+        let key = if raw.get("context").is_some() { "context" } else { "build_dir" };
+        violation(
+            v,
+            format!("{at}/{key}"),
+            format!("build context {} is not a folder; give the folder whose files the Dockerfile COPYs", context.display()),
+        );
+    }
+    (dockerfile, context)
 }
 
 /// Largest `password_file` read, in bytes (64 KiB): a password or a token, never more.

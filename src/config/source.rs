@@ -1,0 +1,64 @@
+//! A build's `source`: a git repository whose commits the build is made from,
+//! instead of a local build context.
+
+use serde_json::Value;
+
+use super::{violation, Violation};
+
+/// A git source (`source`): where the build context comes from, and which of its changes count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    /// The repository's URL (`https://`, `ssh://`, `git://` or `file://`): listed each check.
+    pub url: String,
+    /// The branch (or full ref name) whose new commits rebuild the build.
+    pub git_ref: String,
+    /// The build context's folder inside the repository (`""` for its root); `dockerfile` is relative to it.
+    pub path: String,
+    /// Folders or files inside the repository whose change rebuilds; empty: any new commit does.
+    pub paths: Vec<String>,
+}
+
+impl GitSource {
+    /// The key under which `paths` picks a digest: the paths joined by newlines (`""` without paths).
+    pub fn paths_key(&self) -> String {
+        self.paths.join("\n")
+    }
+
+    /// `rel` inside the build context, as a `/`-separated path inside the repository.
+    pub fn in_repository(&self, rel: &str) -> String {
+        let path = self.path.trim_matches('/');
+        if path.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{path}/{rel}")
+        }
+    }
+}
+
+/// Resolves `raw["source"]` of the build at JSON pointer `at`, when it has one.
+pub(super) fn resolve(raw: &Value, at: &str, v: &mut Vec<Violation>) -> Option<GitSource> {
+    let s = raw.get("source")?;
+    let url = s["git"].as_str().unwrap_or_default().to_string();
+    let known = ["https://", "http://", "ssh://", "git://", "file://"];
+    if !known.iter().any(|k| url.starts_with(k)) {
+        violation(
+            v,
+            format!("{at}/source/git"),
+            format!("{url:?} is not a git URL freshen reads; give an https://, ssh://, git:// or file:// URL"),
+        );
+    }
+    if raw.get("context").is_some() || raw.get("build_dir").is_some() {
+        violation(
+            v,
+            format!("{at}/source"),
+            "a build with a git source takes its context from the repository; give source.path, not context".to_string(),
+        );
+    }
+    let list = |k: &str| s[k].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+    Some(GitSource {
+        url,
+        git_ref: s["ref"].as_str().unwrap_or("main").to_string(),
+        path: s["path"].as_str().unwrap_or_default().trim_matches('/').to_string(),
+        paths: list("paths"),
+    })
+}
