@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what freshen's tests and demo need on Debian: a Docker
-# engine, Debian's registry binary and a static busybox.
+# engine, Debian's registry binary, a static busybox, and git with git-daemon.
 #   scripts/engine.sh start   install what is missing; start dockerd when no engine answers
 #   scripts/engine.sh stop    stop the dockerd this script started (by PID), nothing else
 set -euo pipefail
@@ -13,6 +13,8 @@ need_pkgs() {
   dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
   command -v curl >/dev/null || missing+=(curl)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
+  # The git source tests serve repositories with git-daemon (Debian's git ships it).
+  [ -x "$(git --exec-path 2>/dev/null)/git-daemon" ] || missing+=(git)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "engine.sh: installing ${missing[*]}" >&2
     if [ "$(id -u)" != 0 ]; then echo "engine.sh: need root to apt-get install ${missing[*]}" >&2; exit 1; fi
