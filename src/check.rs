@@ -153,21 +153,18 @@ impl Checker<'_> {
     /// The commit `url`'s `git_ref` points at: one ref listing, and a fetch (depth 1) only
     /// when the commit is new; then the digest of each `paths` list a build on it watches.
     async fn check_git(&self, url: &str, git_ref: &str, prior: Option<&Observation>, now: u64) -> Result<Observation, CheckError> {
-        let keys: BTreeSet<(String, Vec<String>)> = self
+        let lists: BTreeMap<String, Vec<String>> = self
             .project
             .builds
             .values()
             .filter_map(|a| a.build.source.as_ref())
-            .filter(|s| s.url == url && crate::git::full_ref(&s.git_ref) == git_ref && !s.paths.is_empty())
+            .filter(|s| s.url == url && s.git_ref == git_ref && !s.paths.is_empty())
             .map(|s| (s.paths_key(), s.paths.clone()))
             .collect();
         let (cache, url_owned, git_ref_owned) = (self.git.clone(), url.to_string(), git_ref.to_string());
         let synced = tokio::task::spawn_blocking(move || {
             let synced = cache.sync(&url_owned, &git_ref_owned)?;
-            let mut paths = BTreeMap::new();
-            for (key, list) in keys {
-                paths.insert(key, cache.paths_digest(&url_owned, &synced.commit, &list)?);
-            }
+            let paths = cache.paths_digests(&url_owned, &synced.commit, lists.iter().map(|(k, l)| (k.as_str(), l.as_slice())))?;
             Ok::<_, crate::git::GitError>((synced, paths))
         })
         .await

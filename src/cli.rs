@@ -89,7 +89,8 @@ pub fn run(args: Args) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let texts = project::read_dockerfiles(&config);
+    // Offline: `plan`, `graph` and `validate` send nothing; the daemon fetches when it starts.
+    let texts = project::read_dockerfiles(&config, false);
     let project = match project::analyse(&config, &texts, None) {
         Ok(p) => p,
         Err(e) => {

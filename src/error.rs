@@ -181,6 +181,13 @@ pub struct ContextError {
     pub message: String,
 }
 
+impl From<ContextError> for EngineError {
+    /// A context that cannot be read for the archive is the build's `context_unreadable`.
+    fn from(e: ContextError) -> Self {
+        EngineError::Context { path: e.path, message: e.message }
+    }
+}
+
 /// Why a watched input has no current digest this cycle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {

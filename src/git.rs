@@ -52,6 +52,16 @@ pub fn full_ref(r: &str) -> String {
     }
 }
 
+/// Where the cache keeps the commit last synced for the remote ref `git_ref`: `refs/freshen/heads/main`.
+fn local_ref(git_ref: &str) -> String {
+    format!("refs/freshen/{}", full_ref(git_ref).trim_start_matches("refs/"))
+}
+
+/// The commit `repo`'s ref `name` points at, if it has one.
+fn ref_target(repo: &gix::Repository, name: &str) -> Option<gix::ObjectId> {
+    Some(repo.find_reference(name).ok()?.into_fully_peeled_id().ok()?.detach())
+}
+
 impl GitCache {
     /// The caches beside the state file at `state_file`.
     pub fn beside(state_file: &Path) -> GitCache {
@@ -78,8 +88,7 @@ impl GitCache {
     /// [`GitError`] when the server cannot be reached or refuses, when it has no such ref, or the fetch fails.
     pub fn sync(&self, url: &str, git_ref: &str) -> Result<Synced, GitError> {
         let repo = self.open(url)?;
-        let wanted = full_ref(git_ref);
-        let local = format!("refs/freshen/{}", wanted.trim_start_matches("refs/"));
+        let (wanted, local) = (full_ref(git_ref), local_ref(git_ref));
         let spec = format!("+{wanted}:{local}");
         let remote = repo
             .remote_at(url)
@@ -117,8 +126,10 @@ impl GitCache {
                 .map_err(err("git fetch of", url))?;
         } else {
             drop(prepare); // the listing was all that was needed: no fetch
-            let mut r = repo.clone();
-            set_ref(&mut r, &local, commit)?;
+                           // The commit is in the cache but the ref moved to it (a force-push back): point the local ref there too.
+            if ref_target(&repo, &local) != Some(commit) {
+                set_ref(&repo, &local, commit)?;
+            }
         }
         Ok(Synced { commit: commit.to_string(), tags, fetched })
     }
@@ -126,9 +137,7 @@ impl GitCache {
     /// The commit the cache holds for `url`'s `git_ref` (its last sync), if any.
     pub fn cached(&self, url: &str, git_ref: &str) -> Option<String> {
         let repo = gix::open(self.dir(url)).ok()?;
-        let local = format!("refs/freshen/{}", full_ref(git_ref).trim_start_matches("refs/"));
-        let id = repo.find_reference(local.as_str()).ok()?.into_fully_peeled_id().ok()?;
-        Some(id.to_string())
+        Some(ref_target(&repo, &local_ref(git_ref))?.to_string())
     }
 
     /// The file at `path` (`/`-separated, inside the repository) in `commit` of `url`'s cache.
@@ -146,25 +155,34 @@ impl GitCache {
         Ok(object.detach().data)
     }
 
-    /// A digest of what `paths` (folders or files inside the repository) hold in `commit`:
-    /// SHA-256 over each path and the ID of its tree or blob (`-` when absent). Two commits that
-    /// leave every path alone have the same one.
+    /// For each list of `paths` (folders or files inside the repository), by its key: a digest
+    /// of what they hold in `commit`, SHA-256 over each path and the ID of its tree or blob
+    /// (`-` when absent). Two commits that leave every path of a list alone give it the same one.
+    /// The cache is opened once for all the lists.
     ///
     /// # Errors
     /// [`GitError`] when the commit is not in the cache.
-    pub fn paths_digest(&self, url: &str, commit: &str, paths: &[String]) -> Result<String, GitError> {
+    pub fn paths_digests<'a>(
+        &self,
+        url: &str,
+        commit: &str,
+        lists: impl IntoIterator<Item = (&'a str, &'a [String])>,
+    ) -> Result<std::collections::BTreeMap<String, String>, GitError> {
         let repo = self.open(url)?;
         let tree = tree_of(&repo, commit)?;
-        let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for p in paths {
-            let p = p.trim_matches('/');
-            let id = tree.lookup_entry_by_path(p).ok().flatten().map_or_else(|| "-".to_string(), |e| e.object_id().to_string());
-            sha.update(p.as_bytes());
-            sha.update(b"\0");
-            sha.update(id.as_bytes());
-            sha.update(b"\n");
-        }
-        Ok(format!("sha256:{}", hex::encode(sha.finish().as_ref())))
+        let digest = |paths: &[String]| {
+            let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            for p in paths {
+                let p = p.trim_matches('/');
+                let id = tree.lookup_entry_by_path(p).ok().flatten().map_or_else(|| "-".to_string(), |e| e.object_id().to_string());
+                sha.update(p.as_bytes());
+                sha.update(b"\0");
+                sha.update(id.as_bytes());
+                sha.update(b"\n");
+            }
+            format!("sha256:{}", hex::encode(sha.finish().as_ref()))
+        };
+        Ok(lists.into_iter().map(|(key, paths)| (key.to_string(), digest(paths))).collect())
     }
 
     /// A new empty folder for a checkout, under `git/checkouts/`: removed when dropped.
@@ -212,7 +230,7 @@ fn tree_of<'r>(repo: &'r gix::Repository, commit: &str) -> Result<gix::Tree<'r>,
     commit_obj.tree().map_err(|e| GitError(format!("tree of {commit}: {e}")))
 }
 
-fn set_ref(repo: &mut gix::Repository, name: &str, id: gix::ObjectId) -> Result<(), GitError> {
+fn set_ref(repo: &gix::Repository, name: &str, id: gix::ObjectId) -> Result<(), GitError> {
     use gix::refs::transaction::PreviousValue;
     repo.reference(name, id, PreviousValue::Any, "freshen: sync").map(|_| ()).map_err(|e| GitError(format!("ref {name}: {e}")))
 }

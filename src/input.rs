@@ -5,8 +5,8 @@
 //! [`Observation`], state keeps it, and the plan compares the digest that
 //! [`Observation::for_platform`] chooses, the one place a platform's digest is chosen.
 //!
-//! An input is an image or a build's local build context. A new kind (a git
-//! ref) is a new variant here, a new check in `check.rs`, and a new state key
+//! An input is an image, a build's local build context, or a git ref. A new
+//! kind is a new variant here, a new check in `check.rs`, and a new state key
 //! form ([`Input::key`]); the plan, the graph and state take it as they are.
 
 use std::collections::BTreeMap;
@@ -44,8 +44,8 @@ impl Input {
         }
     }
 
-    /// The key under which state records this input: `image:<normalised reference>`
-    /// or `context:<build>`. The prefix names the kind, so every kind fits the same map.
+    /// The key under which state records this input: `image:<normalised reference>`,
+    /// `context:<build>` or `git:<url>#<full ref>`. The prefix names the kind, so every kind fits the same map.
     pub fn key(&self) -> String {
         match self {
             Input::Image(i) => format!("image:{i}"),
@@ -66,13 +66,16 @@ impl Input {
                 Some((url, r)) if !url.is_empty() && r.starts_with("refs/") => Ok(Input::Git { url: url.into(), git_ref: r.into() }),
                 _ => Err(format!("state key {key:?}: expected `git:<url>#refs/<ref>`")),
             },
-            _ => Err(format!("state key {key:?}: unknown kind of input; expected `image:<reference>` or `context:<build>`")),
+            _ => Err(format!(
+                "state key {key:?}: unknown kind of input; expected `image:<reference>`, `context:<build>` or `git:<url>#refs/<ref>`"
+            )),
         }
     }
 }
 
 impl fmt::Display for Input {
-    /// The input as people read it: an image's normalised reference, or `build context of <build>`.
+    /// The input as people read it: an image's normalised reference, `build context of <build>`,
+    /// or a git ref's `<url> <full ref>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Input::Image(i) => f.write_str(i.as_str()),
@@ -146,7 +149,7 @@ pub struct Observation {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub platforms: BTreeMap<String, String>,
     /// For a git ref: a build's `paths` (joined by newlines) → the digest of what they hold in
-    /// the commit ([`crate::git::GitCache::paths_digest`]): a commit that leaves them alone is not a change for that build.
+    /// the commit ([`crate::git::GitCache::paths_digests`]): a commit that leaves them alone is not a change for that build.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub paths: BTreeMap<String, String>,
 }

@@ -172,7 +172,7 @@ impl Metrics {
         );
         registry.register(
             "freshen_triggers",
-            "Triggers that asked for a cycle, by source (interval, signal, registry, dockerhub, harbor, api)",
+            "Triggers that asked for a cycle, by source (interval, signal, registry, dockerhub, harbor, api, file)",
             m.triggers.clone(),
         );
         registry.register_with_unit(

@@ -227,6 +227,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             continue;
         }
         let platform = a.build.platform.as_deref().unwrap_or(input.engine_platform);
+        let paths_key = a.build.source.as_ref().map(crate::config::GitSource::paths_key);
         let current: BTreeMap<Input, Result<Current, CheckError>> = a
             .inputs
             .iter()
@@ -235,7 +236,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 let c = match check.map(|c| &c.seen) {
                     Some(Ok(o)) => Ok(Current {
                         digest: o.digest.clone(),
-                        for_build: o.for_build(platform, a.build.source.as_ref().map(|s| s.paths_key()).as_deref()).to_string(),
+                        for_build: o.for_build(platform, paths_key.as_deref()).to_string(),
                         since: o.since,
                         replaces: check.and_then(|c| c.replaces.clone()),
                     }),

@@ -66,16 +66,17 @@ impl Project {
 }
 
 /// Reads each build's Dockerfile. A read error becomes that build's error text.
-/// A git-sourced build's is read from its cache at the commit last synced (synced
-/// now, once, when the cache has none: the first start).
-pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, String>> {
+/// A git-sourced build's is read from its cache at the commit last synced; when the
+/// cache has none (the first start), it is synced now if `fetch` is set, else
+/// (`plan`, `graph`, `validate`: offline) that build's error says so.
+pub fn read_dockerfiles(config: &Config, fetch: bool) -> HashMap<String, Result<String, String>> {
     let git = crate::git::GitCache::beside(&config.options.state_file);
     config
         .builds
         .values()
         .map(|b| {
             if let Some(source) = &b.source {
-                return (b.name.clone(), read_from_git(&git, source, &b.dockerfile.to_string_lossy()));
+                return (b.name.clone(), read_from_git(&git, source, &b.dockerfile.to_string_lossy(), fetch));
             }
             let text = crate::files::read_regular(&b.dockerfile, MAX_DOCKERFILE_BYTES, "a Dockerfile")
                 .map_err(|e| {
@@ -94,11 +95,13 @@ pub fn read_dockerfiles(config: &Config) -> HashMap<String, Result<String, Strin
         .collect()
 }
 
-/// The Dockerfile at `path` in the commit the cache holds for `source`.
-fn read_from_git(git: &crate::git::GitCache, source: &crate::config::GitSource, path: &str) -> Result<String, String> {
+/// The Dockerfile at `path` in the commit the cache holds for `source` (synced first when
+/// the cache has none and `fetch` is set).
+fn read_from_git(git: &crate::git::GitCache, source: &crate::config::GitSource, path: &str, fetch: bool) -> Result<String, String> {
     let commit = match git.cached(&source.url, &source.git_ref) {
         Some(c) => c,
-        None => git.sync(&source.url, &source.git_ref).map_err(|e| e.to_string())?.commit,
+        None if fetch => git.sync(&source.url, &source.git_ref).map_err(|e| e.to_string())?.commit,
+        None => return Err(format!("{} is not fetched yet; freshen fetches it when it runs (freshen --once)", source.input())),
     };
     let bytes = git.read(&source.url, &commit, path).map_err(|e| format!("cannot read Dockerfile: {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("{path} in {} at {commit}: Dockerfile is not UTF-8 text", source.url))
@@ -162,7 +165,7 @@ fn watch(b: &Build, resolution: Result<Resolution, ResolveError>) -> Analysed {
         inputs.push(Input::Context(b.name.clone()));
     }
     if let Some(s) = &b.source {
-        inputs.push(Input::Git { url: s.url.clone(), git_ref: crate::git::full_ref(&s.git_ref) });
+        inputs.push(s.input());
     }
     Analysed { build: b.clone(), resolution, inputs, pinned, ignored }
 }
@@ -235,7 +238,7 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
                 watched: list(&mut a.images()),
                 context: relative(&a.build.context, config_dir),
                 watch_context: a.build.watch_context,
-                source: a.build.source.as_ref().map(|s| format!("{} {}", s.url, crate::git::full_ref(&s.git_ref))),
+                source: a.build.source.as_ref().map(|s| s.input().to_string()),
                 pinned_images: list(&mut a.pinned.iter()),
                 ignored_images: list(&mut a.ignored.iter()),
                 builder: a.build.builder.to_string(),

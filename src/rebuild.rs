@@ -216,7 +216,7 @@ impl Rebuild {
         compared: &BTreeMap<Input, Compared>,
         labels: &mut std::collections::HashMap<String, String>,
     ) -> Result<tempfile::TempDir, BuildError> {
-        let input = Input::Git { url: source.url.clone(), git_ref: crate::git::full_ref(&source.git_ref) };
+        let input = source.input();
         let commit = match compared.get(&input).map(|c| &c.current) {
             Some(Ok(c)) => c.digest.clone(),
             Some(Err(e)) => return Err(BuildError::Checkout(format!("{input}: {e}"))),

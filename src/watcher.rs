@@ -146,7 +146,7 @@ impl Setup {
     /// # Errors
     /// A dependency cycle, or a bad `ca_file`, as one message.
     pub fn from_config(config: Config, platform: Option<&str>, observer: Option<Arc<dyn Observer>>) -> Result<Setup, String> {
-        let texts = crate::project::read_dockerfiles(&config);
+        let texts = crate::project::read_dockerfiles(&config, true);
         let project = crate::project::analyse(&config, &texts, platform).map_err(|e| format!("{}: {e}", config.path.display()))?;
         let registry = HttpRegistry::new(config.options.registry_timeout, config.registries.clone())
             .map_err(|e| format!("{}: {e}", config.path.display()))?;
@@ -301,7 +301,7 @@ impl Current {
     /// from this cycle on. A change that makes the builds a cycle is refused
     /// with an error log (`dockerfiles_refused`), and the last project runs.
     fn refresh(&mut self, platform: &str, status: &watch::Sender<Status>) {
-        let texts = crate::project::read_dockerfiles(&self.config);
+        let texts = crate::project::read_dockerfiles(&self.config, true);
         if texts == self.texts {
             return;
         }

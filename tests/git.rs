@@ -174,3 +174,19 @@ fn a_repository_served_by_git_daemon_costs_one_connection_a_cycle_and_an_unreach
     assert_eq!(build_of(&r, "local")["status"], "rebuilt", "{r}");
     remove_labelled(&format!("freshen.test={}", env.prefix));
 }
+
+#[test]
+fn plan_stays_offline_and_says_a_source_not_yet_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new(dir.path(), "scratch");
+    let url = format!("file://{}", repo.bare.display());
+    let config = dir.path().join("config.json");
+    let source = json!({"git": url, "ref": "main", "path": "svc"});
+    std::fs::write(&config, json!({"builds": {"app": {"source": source, "tags": ["registry.example.com/app:1"]}}}).to_string()).unwrap();
+    let out = freshen_cmd(&config, &["plan", "--format", "json"]).output().unwrap();
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let app = &plan["builds"][0];
+    assert_eq!(app["source"], format!("{url} refs/heads/main"), "{plan}");
+    assert!(app["error"].as_str().unwrap().contains("is not fetched yet"), "{plan}");
+    assert!(!dir.path().join("git").exists(), "plan fetched nothing");
+}

@@ -4,13 +4,15 @@
 use serde_json::Value;
 
 use super::{violation, Violation};
+use crate::input::Input;
 
 /// A git source (`source`): where the build context comes from, and which of its changes count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitSource {
     /// The repository's URL (`https://`, `ssh://`, `git://` or `file://`): listed each check.
     pub url: String,
-    /// The branch (or full ref name) whose new commits rebuild the build.
+    /// The full name of the ref whose new commits rebuild the build (`ref`: a branch
+    /// `main` is `refs/heads/main`), as the remote's listing and state name it.
     pub git_ref: String,
     /// The build context's folder inside the repository (`""` for its root); `dockerfile` is relative to it.
     pub path: String,
@@ -22,6 +24,11 @@ impl GitSource {
     /// The key under which `paths` picks a digest: the paths joined by newlines (`""` without paths).
     pub fn paths_key(&self) -> String {
         self.paths.join("\n")
+    }
+
+    /// The input a check of this source sees: the repository's ref.
+    pub fn input(&self) -> Input {
+        Input::Git { url: self.url.clone(), git_ref: self.git_ref.clone() }
     }
 
     /// `rel` inside the build context, as a `/`-separated path inside the repository.
@@ -57,7 +64,7 @@ pub(super) fn resolve(raw: &Value, at: &str, v: &mut Vec<Violation>) -> Option<G
     let list = |k: &str| s[k].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
     Some(GitSource {
         url,
-        git_ref: s["ref"].as_str().unwrap_or("main").to_string(),
+        git_ref: crate::git::full_ref(s["ref"].as_str().unwrap_or("main")),
         path: s["path"].as_str().unwrap_or_default().trim_matches('/').to_string(),
         paths: list("paths"),
     })

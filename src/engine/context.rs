@@ -39,7 +39,7 @@ pub const INJECTED_DOCKERFILE: &str = ".freshen.Dockerfile";
 /// `.dockerignore` line when a pattern is invalid.
 pub fn archive(context: &Path, dockerfile: &Path, engine_reads_dockerignore: bool) -> Result<(std::fs::File, String), EngineError> {
     let cerr = |path: &Path, message: String| EngineError::Context { path: path.to_path_buf(), message };
-    let ctx = Context::open(context, dockerfile).map_err(|e| cerr(&e.path, e.message))?;
+    let ctx = Context::open(context, dockerfile).map_err(EngineError::from)?;
     let ignore_path = context.join(".dockerignore");
     let file = tempfile::tempfile().map_err(|e| cerr(context, format!("cannot create a temporary file: {e}")))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
@@ -64,7 +64,7 @@ pub fn archive(context: &Path, dockerfile: &Path, engine_reads_dockerignore: boo
             message: with_hint(format!("cannot archive: {e}"), Some(e.kind())),
         })
     })
-    .map_err(|e| cerr(&e.path, e.message))?;
+    .map_err(EngineError::from)?;
     let name = match inside {
         Some(n) => n,
         None => {
