@@ -1,6 +1,8 @@
 //! A cycle's checks: the current digest of every distinct watched input, each
 //! checked once, at most `check_concurrency` at a time per registry. A build
-//! context's digest is its files' content digest ([`ContextDigests`]).
+//! context's digest is its files' content digest ([`ContextDigests`]). The git
+//! sources are checked first ([`Checker::check_sources`]), one connection per
+//! repository, so that a new commit's Dockerfile is resolved before the rest.
 //!
 //! Where a digest comes from, in order:
 //! - another build's tag: that image's ID in the engine;
@@ -70,18 +72,57 @@ impl Checks {
 }
 
 impl Checker<'_> {
-    /// Checks every distinct watched input once, `concurrency` at a time per registry, against
-    /// `state` (the digests and rate limits seen before). Never fails as a whole: each
-    /// input's failure is its own [`CheckError`].
-    pub async fn check_all(&self, state: &State, now: u64) -> Checks {
-        let mut inputs: Vec<&Input> = self.project.builds.values().filter(|a| a.resolution.is_ok()).flat_map(|a| &a.inputs).collect();
+    /// Checks every git source in scope, those of builds whose Dockerfile does not
+    /// resolve yet too (it is read from the source): one connection per repository
+    /// ([`crate::git::GitCache::sync`]), whatever number of refs its builds watch. A
+    /// source out of a trigger's scope keeps its last observation.
+    pub async fn check_sources(&self, state: &State, now: u64) -> BTreeMap<Input, Check> {
+        let mut refs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for s in self.project.builds.values().filter_map(|a| a.build.source.as_ref()) {
+            let input = s.input();
+            let prior = state.inputs.get(&input);
+            match self.only.filter(|only| !only.contains(&input)) {
+                // Out of a trigger's scope: the last observation stands, or none.
+                Some(_) => {
+                    let seen = prior.cloned().ok_or(CheckError::NotChecked);
+                    out.insert(input, Check { old: prior.map(|p| p.digest.clone()), seen, deferred: true, replaces: None });
+                }
+                None => {
+                    refs.entry(&s.url).or_default().insert(&s.git_ref);
+                }
+            }
+        }
+        let checked: Vec<BTreeMap<Input, Check>> = stream::iter(refs)
+            .map(|(url, refs)| self.check_repository(url, refs, state, now))
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
+        out.extend(checked.into_iter().flatten());
+        out
+    }
+
+    /// Checks every distinct watched input that [`Checker::check_sources`] did not (`sources`
+    /// holds its checks) once, `concurrency` at a time per registry, against `state` (the
+    /// digests and rate limits seen before). Never fails as a whole: each input's failure is its own [`CheckError`].
+    pub async fn check_rest(&self, state: &State, now: u64, sources: BTreeMap<Input, Check>) -> Checks {
+        let mut inputs: Vec<&Input> = self
+            .project
+            .builds
+            .values()
+            .filter(|a| a.resolution.is_ok())
+            .flat_map(|a| &a.inputs)
+            .filter(|i| !matches!(i, Input::Git { .. }))
+            .collect();
         inputs.sort();
         inputs.dedup();
-        // A build whose context a trigger named has its inputs never seen before in
-        // scope too: a Dockerfile edit that changed the base has the new base checked at once.
+        // A build whose context or git source a trigger named has its inputs never seen before
+        // in scope too: a Dockerfile edit or commit that changed the base has the new base checked at once.
         let scope: Option<BTreeSet<&Input>> = self.only.map(|only| {
-            let named = |b: &str| only.contains(&Input::Context(b.to_string()));
-            let new = self.project.builds.values().filter(|a| named(&a.build.name)).flat_map(|a| &a.inputs);
+            let named = |a: &crate::project::Analysed| {
+                only.contains(&Input::Context(a.build.name.clone())) || a.build.source.as_ref().is_some_and(|s| only.contains(&s.input()))
+            };
+            let new = self.project.builds.values().filter(|a| named(a)).flat_map(|a| &a.inputs);
             only.iter().chain(new.filter(|i| !state.inputs.contains_key(*i))).collect()
         });
         // One bound per registry: checks of different registries never wait on each other.
@@ -106,7 +147,7 @@ impl Checker<'_> {
             .buffer_unordered(count.max(1))
             .collect()
             .await;
-        let mut out = Checks::default();
+        let mut out = Checks { inputs: sources, ..Checks::default() };
         for (input, check, rate_limit) in results {
             if let (Some(r), Some(image)) = (rate_limit, input.image()) {
                 let rec = RegistryRecord { limit: r.limit, remaining: r.remaining, window_secs: r.window_secs, seen_at: now };
@@ -144,36 +185,63 @@ impl Checker<'_> {
                 Err(e) => (Err(e), None, None),
             },
             (None, Input::Context(build)) => (self.check_context(build, prior, now).await, None, None),
-            (None, Input::Git { url, git_ref }) => (self.check_git(url, git_ref, prior, now).await, None, None),
+            // Checked before the rest, by check_sources: never in this list.
+            (None, Input::Git { .. }) => (Err(CheckError::NotChecked), None, None),
         };
         let check = Check { old: prior.map(|p| p.digest.clone()), seen, deferred: deferred.is_some() || out_of_scope, replaces };
         (check, rate_limit)
     }
 
-    /// The commit `url`'s `git_ref` points at: one ref listing, and a fetch (depth 1) only
-    /// when the commit is new; then the digest of each `paths` list a build on it watches.
-    async fn check_git(&self, url: &str, git_ref: &str, prior: Option<&Observation>, now: u64) -> Result<Observation, CheckError> {
-        let lists: BTreeMap<String, Vec<String>> = self
-            .project
-            .builds
-            .values()
-            .filter_map(|a| a.build.source.as_ref())
-            .filter(|s| s.url == url && s.git_ref == git_ref && !s.paths.is_empty())
-            .map(|s| (s.paths_key(), s.paths.clone()))
-            .collect();
-        let (cache, url_owned, git_ref_owned) = (self.git.clone(), url.to_string(), git_ref.to_string());
+    /// The commit each of `refs` (full names) of the repository at `url` points at: one
+    /// connection that lists them and fetches (depth 1) only the new commits; then the
+    /// digest of each `paths` list a build on that ref watches. A failure of the
+    /// connection fails every ref; a missing ref fails alone.
+    async fn check_repository(&self, url: &str, refs: BTreeSet<&str>, state: &State, now: u64) -> BTreeMap<Input, Check> {
+        let refs: Vec<String> = refs.into_iter().map(str::to_string).collect();
+        // Ref → paths key → paths, for the builds on this repository that have paths.
+        let mut lists: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for s in self.project.builds.values().filter_map(|a| a.build.source.as_ref()).filter(|s| s.url == url && !s.paths.is_empty()) {
+            lists.entry(s.git_ref.clone()).or_default().insert(s.paths_key(), s.paths.clone());
+        }
+        let (cache, url_owned, wanted) = (self.git.clone(), url.to_string(), refs.clone());
         let synced = tokio::task::spawn_blocking(move || {
-            let synced = cache.sync(&url_owned, &git_ref_owned)?;
-            let paths = cache.paths_digests(&url_owned, &synced.commit, lists.iter().map(|(k, l)| (k.as_str(), l.as_slice())))?;
-            Ok::<_, crate::git::GitError>((synced, paths))
+            let synced = cache.sync(&url_owned, &wanted)?;
+            let with_paths = synced
+                .into_iter()
+                .map(|(r, s)| {
+                    let s = s.and_then(|s| {
+                        let lists = lists.get(&r).into_iter().flatten().map(|(k, l)| (k.as_str(), l.as_slice()));
+                        let paths = cache.paths_digests(&url_owned, &s.commit, lists)?;
+                        Ok((s, paths))
+                    });
+                    (r, s)
+                })
+                .collect::<BTreeMap<_, _>>();
+            Ok::<_, crate::git::GitError>(with_paths)
         })
         .await
-        .map_err(|e| CheckError::Git(crate::git::GitError(e.to_string())))?;
-        let (synced, paths) = synced.map_err(CheckError::Git)?;
-        tracing::debug!(event = "git_listed", url = %url, git_ref = %git_ref, commit = %synced.commit, fetched = synced.fetched, "git ref checked");
-        let mut o = observed(prior, synced.commit, DigestSource::Git, BTreeMap::new(), now);
-        o.paths = paths;
-        Ok(o)
+        .unwrap_or_else(|e| Err(crate::git::GitError(e.to_string())));
+        refs.into_iter()
+            .map(|git_ref| {
+                let input = Input::Git { url: url.to_string(), git_ref: git_ref.clone() };
+                let prior = state.inputs.get(&input);
+                let seen = match &synced {
+                    Err(e) => Err(CheckError::Git(e.clone())),
+                    Ok(by_ref) => match by_ref.get(&git_ref) {
+                        Some(Ok((synced, paths))) => {
+                            tracing::debug!(event = "git_listed", url = %url, git_ref = %git_ref, commit = %synced.commit, fetched = synced.fetched, "git ref checked");
+                            let mut o = observed(prior, synced.commit.clone(), DigestSource::Git, BTreeMap::new(), now);
+                            o.paths = paths.clone();
+                            o.tags = synced.tags.clone();
+                            Ok(o)
+                        }
+                        Some(Err(e)) => Err(CheckError::Git(e.clone())),
+                        None => Err(CheckError::NotChecked),
+                    },
+                };
+                (input, Check { old: prior.map(|p| p.digest.clone()), seen, deferred: false, replaces: None })
+            })
+            .collect()
     }
 
     /// The content digest of `build`'s context, read on a blocking thread.
@@ -269,7 +337,7 @@ fn observed(
     now: u64,
 ) -> Observation {
     let since = prior.filter(|p| p.digest == digest).map_or(now, |p| if p.since == 0 { p.seen_at } else { p.since });
-    Observation { digest, source, seen_at: now, since, platforms, paths: BTreeMap::new() }
+    Observation { digest, source, seen_at: now, since, platforms, paths: BTreeMap::new(), tags: Vec::new() }
 }
 
 /// One image's check.

@@ -90,7 +90,7 @@ pub fn run(args: Args) -> i32 {
         }
     };
     // Offline: `plan`, `graph` and `validate` send nothing; the daemon fetches when it starts.
-    let texts = project::read_dockerfiles(&config, false);
+    let texts = project::read_dockerfiles(&config);
     let project = match project::analyse(&config, &texts, None) {
         Ok(p) => p,
         Err(e) => {

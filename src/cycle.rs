@@ -101,10 +101,12 @@ pub struct CycleReport {
     /// The image ID of each build built this cycle (its tags moved, or, after a
     /// failed push, stayed), for notifications.
     pub images: BTreeMap<String, String>,
-    /// Each build's tags, for notifications.
+    /// Each build's tags, with those its tag templates gave the commit it was last built from: for notifications and the JSON report.
     pub tags: BTreeMap<String, Vec<String>>,
     /// `RateLimit-Remaining` that each registry sent this cycle, for metrics.
     pub rate_limits: BTreeMap<String, u64>,
+    /// The project resolved again this cycle from a git source's new Dockerfile: the loop runs with it from now on.
+    pub resolved: Option<Arc<Project>>,
 }
 
 impl CycleReport {
@@ -138,9 +140,8 @@ impl CycleReport {
 /// Runs one cycle over `state`, which it updates and (with `persist`) saves.
 pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
     let started = Instant::now();
-    let project = &input.project;
-    let redactor = project.redactor();
-    let checker = Checker {
+    let git = crate::git::GitCache::beside(&input.state_path);
+    let checker = |project| Checker {
         project,
         engine: input.engine.as_ref(),
         registry: input.registry.as_ref(),
@@ -148,10 +149,17 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         rate_limit_reserve: input.rate_limit_reserve,
         only: input.only.as_ref(),
         contexts: input.contexts.clone(),
-        git: crate::git::GitCache::beside(&input.state_path),
+        git: git.clone(),
     };
+    // The git sources first: a new commit's Dockerfile may name another base, which
+    // is then resolved and checked in this same cycle, not the next.
+    let sources = checker(&input.project).check_sources(state, state::now_secs()).await;
+    let resolved = resolve_again(&input.project, &git);
+    let project = resolved.as_ref().unwrap_or(&input.project);
+    let redactor = project.redactor();
     // The registry checks and the engine's answers for the output tags do not depend on each other.
-    let (checks, existing) = tokio::join!(checker.check_all(state, state::now_secs()), inspect_outputs(input));
+    let rest = checker(project);
+    let (checks, existing) = tokio::join!(rest.check_rest(state, state::now_secs(), sources), inspect_outputs(input));
     let rate_limits = checks.rate_limits.iter().map(|(r, rec)| (r.clone(), rec.remaining)).collect();
     log_checks(&checks.inputs, &redactor);
     let plan = plan::plan(&PlanInput {
@@ -194,7 +202,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             engine: input.engine.clone(),
             registry: input.registry.clone(),
             push_timeout: input.push_timeout,
-            project: input.project.clone(),
+            project: project.clone(),
             timeout: input.build_timeout,
             idle_timeout: input.build_idle_timeout,
             logs: BuildLogs::beside(&input.state_path, input.keep_logs),
@@ -260,8 +268,32 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         logs,
         pushed,
         images,
-        tags: project.builds.iter().map(|(n, a)| (n.clone(), a.build.tags.iter().map(ToString::to_string).collect())).collect(),
+        tags: project
+            .builds
+            .iter()
+            .map(|(n, a)| {
+                let commit_tags = state.builds.get(n).map(|r| r.commit_tags.clone()).unwrap_or_default();
+                (n.clone(), a.build.tags.iter().map(ToString::to_string).chain(commit_tags).collect())
+            })
+            .collect(),
         rate_limits,
+        resolved,
+    }
+}
+
+/// The project resolved again when a git source's check moved its cache to a commit
+/// whose Dockerfile differs ([`Project::with_sources_read`]); `None` when none did, or
+/// when the new Dockerfiles are refused (logged: `dockerfiles_refused`).
+fn resolve_again(project: &Project, git: &crate::git::GitCache) -> Option<Arc<Project>> {
+    match project.with_sources_read(git)? {
+        Ok(p) => {
+            tracing::info!(event = "dockerfiles_changed", source = "git", "a git source's Dockerfile changed; builds resolved again");
+            Some(Arc::new(p))
+        }
+        Err(e) => {
+            tracing::error!(event = "dockerfiles_refused", error = %e, "a git source's Dockerfile change was refused; the last resolution runs");
+            None
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //!
 //! Blocking: callers run it on tokio's blocking pool.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -82,43 +83,56 @@ impl GitCache {
         gix::init_bare(&dir).map_err(|e| GitError(format!("git cache {}: {e}", dir.display())))
     }
 
-    /// Lists `url`'s refs and, when `git_ref` points at a commit the cache lacks, fetches it (depth 1).
+    /// Lists `url`'s refs once and, for each of `git_refs` (full names) that points at a
+    /// commit the cache lacks, fetches it (depth 1, every new one in one fetch on the same
+    /// connection): one connection to the server however many refs a repository's builds watch.
     ///
     /// # Errors
-    /// [`GitError`] when the server cannot be reached or refuses, when it has no such ref, or the fetch fails.
-    pub fn sync(&self, url: &str, git_ref: &str) -> Result<Synced, GitError> {
+    /// The outer [`GitError`] when the server cannot be reached or refuses, or the fetch
+    /// fails: every ref failed. An inner one for a ref the repository does not have.
+    pub fn sync(&self, url: &str, git_refs: &[String]) -> Result<BTreeMap<String, Result<Synced, GitError>>, GitError> {
         let repo = self.open(url)?;
-        let (wanted, local) = (full_ref(git_ref), local_ref(git_ref));
-        let spec = format!("+{wanted}:{local}");
+        let specs: Vec<String> = git_refs.iter().map(|r| format!("+{}:{}", full_ref(r), local_ref(r))).collect();
         let remote = repo
             .remote_at(url)
             .map_err(err("git remote", url))?
             .with_fetch_tags(gix::remote::fetch::Tags::None)
-            .with_refspecs([spec.as_str()], gix::remote::Direction::Fetch)
+            .with_refspecs(specs.iter().map(String::as_str), gix::remote::Direction::Fetch)
             .map_err(err("git refspec for", url))?;
         let connection = remote.connect(gix::remote::Direction::Fetch).map_err(err("git connect to", url))?;
         // Every ref is listed (no prefix filter), so that the tags on the commit are seen without fetching them.
         let options = gix::remote::ref_map::Options { prefix_from_spec_as_filter_on_remote: false, ..Default::default() };
         let prepare = connection.prepare_fetch(gix::progress::Discard, options).map_err(err("git ls-refs of", url))?;
-        let refs = &prepare.ref_map().remote_refs;
-        // (name, what the ref points at, the commit a tag object peels to).
-        fn commit_of(r: &gix::protocol::handshake::Ref) -> Option<(&gix::bstr::BStr, gix::ObjectId)> {
-            let (name, target, peeled) = r.unpack();
-            Some((name, peeled.or(target)?.to_owned()))
-        }
-        let commit = refs
+        // (name, the commit it points at: a tag object peeled).
+        let listed: Vec<(String, gix::ObjectId)> = prepare
+            .ref_map()
+            .remote_refs
             .iter()
-            .filter_map(commit_of)
-            .find_map(|(name, object)| (name == wanted.as_bytes().as_bstr()).then_some(object))
-            .ok_or_else(|| GitError(format!("{url} has no ref {wanted}; give a branch the repository has")))?;
-        let tags = refs
-            .iter()
-            .filter_map(commit_of)
-            .filter(|(_, object)| *object == commit)
-            .filter_map(|(name, _)| name.to_str().ok()?.strip_prefix("refs/tags/").map(str::to_string))
+            .filter_map(|r| {
+                let (name, target, peeled) = r.unpack();
+                Some((name.to_str().ok()?.to_string(), peeled.or(target)?.to_owned()))
+            })
             .collect();
-        let fetched = !repo.has_object(commit);
-        if fetched {
+        let mut out = BTreeMap::new();
+        let mut new = false;
+        for git_ref in git_refs {
+            let wanted = full_ref(git_ref);
+            let synced = match listed.iter().find(|(name, _)| *name == wanted) {
+                None => Err(GitError(format!("{url} has no ref {wanted}; give a branch the repository has"))),
+                Some((_, commit)) => {
+                    let fetched = !repo.has_object(commit);
+                    new |= fetched;
+                    let tags = listed
+                        .iter()
+                        .filter(|(_, object)| object == commit)
+                        .filter_map(|(name, _)| name.strip_prefix("refs/tags/").map(str::to_string))
+                        .collect();
+                    Ok(Synced { commit: commit.to_string(), tags, fetched })
+                }
+            };
+            out.insert(git_ref.clone(), synced);
+        }
+        if new {
             let depth = std::num::NonZeroU32::new(1).expect("1 is not 0");
             prepare
                 .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
@@ -126,12 +140,19 @@ impl GitCache {
                 .map_err(err("git fetch of", url))?;
         } else {
             drop(prepare); // the listing was all that was needed: no fetch
-                           // The commit is in the cache but the ref moved to it (a force-push back): point the local ref there too.
-            if ref_target(&repo, &local) != Some(commit) {
-                set_ref(&repo, &local, commit)?;
+        }
+        // A ref that moved to a commit the cache already held (a force-push back) is not
+        // updated by a fetch: point the local ref there too. Written only when it moved.
+        for (git_ref, synced) in &out {
+            if let Ok(s) = synced {
+                let commit = gix::ObjectId::from_hex(s.commit.as_bytes()).map_err(|e| GitError(format!("commit {}: {e}", s.commit)))?;
+                let local = local_ref(git_ref);
+                if ref_target(&repo, &local) != Some(commit) {
+                    set_ref(&repo, &local, commit)?;
+                }
             }
         }
-        Ok(Synced { commit: commit.to_string(), tags, fetched })
+        Ok(out)
     }
 
     /// The commit the cache holds for `url`'s `git_ref` (its last sync), if any.
@@ -167,7 +188,7 @@ impl GitCache {
         url: &str,
         commit: &str,
         lists: impl IntoIterator<Item = (&'a str, &'a [String])>,
-    ) -> Result<std::collections::BTreeMap<String, String>, GitError> {
+    ) -> Result<BTreeMap<String, String>, GitError> {
         let repo = self.open(url)?;
         let tree = tree_of(&repo, commit)?;
         let digest = |paths: &[String]| {

@@ -152,6 +152,10 @@ pub struct Observation {
     /// the commit ([`crate::git::GitCache::paths_digests`]): a commit that leaves them alone is not a change for that build.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub paths: BTreeMap<String, String>,
+    /// For a git ref: the remote's tags on the commit (`v1.2.3`), from the same listing:
+    /// `{semver.…}` tag templates are rendered from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Observation {
@@ -232,6 +236,7 @@ mod tests {
             since: 0,
             platforms,
             paths: BTreeMap::new(),
+            tags: Vec::new(),
         };
         assert_eq!(o.for_platform("linux/amd64"), "sha256:a");
         assert_eq!(o.for_platform("linux/arm64"), "sha256:b");

@@ -132,6 +132,11 @@ pub fn report_json(report: &CycleReport) -> Value {
             if let Some(log) = report.logs.get(name) {
                 b["log"] = log.display().to_string().into();
             }
+            if matches!(outcome, Some(Outcome::Built { .. })) {
+                if let Some(tags) = report.tags.get(name) {
+                    b["tags"] = json!(tags);
+                }
+            }
             if let Some(pushed) = report.pushed.get(name) {
                 b["pushed"] = json!(pushed);
                 if let Some(d) = report.digest(name) {
@@ -231,9 +236,14 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
                     println!("  {what}: {}", list.join(", "));
                 }
             }
-            if b.error.is_none() {
-                let watched = if b.watch_context { "its files watched" } else { "not watched (watch_context: false)" };
-                println!("  build context: {}, {watched}", crate::config::terminal_text(&b.context));
+            println!("  tags: {}", crate::config::terminal_text(&b.tags.join(", ")));
+            match &b.source {
+                Some(source) => println!("  source: {}, its new commits rebuild", crate::config::terminal_text(source)),
+                None if b.error.is_none() => {
+                    let watched = if b.watch_context { "its files watched" } else { "not watched (watch_context: false)" };
+                    println!("  build context: {}, {watched}", crate::config::terminal_text(&b.context));
+                }
+                None => {}
             }
         }
         println!("order: {}", report.order.join(" → "));

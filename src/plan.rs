@@ -45,6 +45,8 @@ pub struct Current {
     /// The local image ID this digest's image was seen under before its first push
     /// ([`crate::input::Check::replaces`]): a build recorded on it is fresh.
     pub replaces: Option<String>,
+    /// For a git ref: the remote's tags on the commit, which `{semver.…}` tag templates read.
+    pub git_tags: Vec<String>,
 }
 
 /// What the engine has under a build's first tag.
@@ -218,16 +220,35 @@ pub struct PlanInput<'a> {
     pub engine_platform: &'a str,
 }
 
+/// The digest a build with `{semver.…}` tag templates compares for a git ref: the
+/// commit's (or its paths') digest, then `+` and the version of the highest semver tag
+/// on the commit (`tags`), so that a release tag pushed onto a commit already built
+/// rebuilds it (from the builder's cache) and gives the image its version tags.
+fn with_version(digest: &str, tags: Option<&Vec<String>>) -> String {
+    match tags.and_then(|t| crate::config::tag_template::semver_of(t)) {
+        Some(v) => format!("{digest}+{v}"),
+        None => digest.to_string(),
+    }
+}
+
 /// Plans one cycle.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     for (name, a) in &input.project.builds {
         if let Err(e) = &a.resolution {
-            out.decisions.insert(name.clone(), Decision::Error(e.clone()));
+            // A git source whose Dockerfile could not be read because its check failed: the check's failure says why.
+            let source = a.build.source.as_ref().map(crate::config::GitSource::input);
+            let failed = source.and_then(|i| Some((input.checks.get(&i)?.seen.as_ref().err().filter(|e| e.is_failure())?.clone(), i)));
+            let d = match failed {
+                Some((error, input)) => Decision::CheckFailed { input, error },
+                None => Decision::Error(e.clone()),
+            };
+            out.decisions.insert(name.clone(), d);
             continue;
         }
         let platform = a.build.platform.as_deref().unwrap_or(input.engine_platform);
         let paths_key = a.build.source.as_ref().map(crate::config::GitSource::paths_key);
+        let semver = a.build.commit_tags.iter().any(crate::config::TagTemplate::uses_semver);
         let current: BTreeMap<Input, Result<Current, CheckError>> = a
             .inputs
             .iter()
@@ -236,9 +257,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 let c = match check.map(|c| &c.seen) {
                     Some(Ok(o)) => Ok(Current {
                         digest: o.digest.clone(),
-                        for_build: o.for_build(platform, paths_key.as_deref()).to_string(),
+                        for_build: with_version(o.for_build(platform, paths_key.as_deref()), semver.then(|| &o.tags)),
                         since: o.since,
                         replaces: check.and_then(|c| c.replaces.clone()),
+                        git_tags: o.tags.clone(),
                     }),
                     Some(Err(e)) => Err(e.clone()),
                     None => Err(CheckError::NotChecked),

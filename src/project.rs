@@ -50,12 +50,36 @@ pub struct Project {
     pub builds: BTreeMap<String, Analysed>,
     /// Dependency graph over all builds (builds with errors are nodes without edges to parents).
     pub graph: BuildGraph,
+    /// The Dockerfile texts it was resolved from: a git source's new commit is compared with them.
+    pub texts: Texts,
+    /// The engine's `os/arch` it was resolved for (`None`: this host's), kept to resolve again.
+    engine_platform: Option<String>,
 }
 
 impl Project {
     /// The build that produces `image` as one of its tags, if any.
     pub fn producer_of(&self, image: &ImageRef) -> Option<&str> {
         self.graph.producer_of(image)
+    }
+
+    /// This project resolved again with each git-sourced build's Dockerfile read from its
+    /// cache ([`read_dockerfiles`]), after a check moved the cache to a new commit: a commit
+    /// that changes the base has the new base watched in the same cycle. `None` when no
+    /// Dockerfile text changed.
+    ///
+    /// # Errors
+    /// [`CycleError`] when the new Dockerfiles make the builds depend on each other in a cycle.
+    pub fn with_sources_read(&self, git: &crate::git::GitCache) -> Option<Result<Project, CycleError>> {
+        let mut texts = self.texts.clone();
+        for a in self.builds.values() {
+            if let Some(source) = &a.build.source {
+                texts.insert(a.build.name.clone(), read_from_git(git, source, &a.build.dockerfile.to_string_lossy()));
+            }
+        }
+        if texts == self.texts {
+            return None;
+        }
+        Some(analyse_builds(self.builds.values().map(|a| &a.build), &texts, self.engine_platform.as_deref()))
     }
 
     /// The [`Redactor`] of every build's secret build arg values: what a cycle's
@@ -65,18 +89,21 @@ impl Project {
     }
 }
 
+/// The Dockerfile texts a project was resolved from: build name → text, or why it could not be read.
+pub type Texts = HashMap<String, Result<String, String>>;
+
 /// Reads each build's Dockerfile. A read error becomes that build's error text.
-/// A git-sourced build's is read from its cache at the commit last synced; when the
-/// cache has none (the first start), it is synced now if `fetch` is set, else
-/// (`plan`, `graph`, `validate`: offline) that build's error says so.
-pub fn read_dockerfiles(config: &Config, fetch: bool) -> HashMap<String, Result<String, String>> {
+/// A git-sourced build's is read from its cache at the commit last synced, without a
+/// network: when the cache has none yet, that build's error says so, and a cycle's
+/// check of the source fetches it ([`Project::with_sources_read`]).
+pub fn read_dockerfiles(config: &Config) -> Texts {
     let git = crate::git::GitCache::beside(&config.options.state_file);
     config
         .builds
         .values()
         .map(|b| {
             if let Some(source) = &b.source {
-                return (b.name.clone(), read_from_git(&git, source, &b.dockerfile.to_string_lossy(), fetch));
+                return (b.name.clone(), read_from_git(&git, source, &b.dockerfile.to_string_lossy()));
             }
             let text = crate::files::read_regular(&b.dockerfile, MAX_DOCKERFILE_BYTES, "a Dockerfile")
                 .map_err(|e| {
@@ -95,13 +122,10 @@ pub fn read_dockerfiles(config: &Config, fetch: bool) -> HashMap<String, Result<
         .collect()
 }
 
-/// The Dockerfile at `path` in the commit the cache holds for `source` (synced first when
-/// the cache has none and `fetch` is set).
-fn read_from_git(git: &crate::git::GitCache, source: &crate::config::GitSource, path: &str, fetch: bool) -> Result<String, String> {
-    let commit = match git.cached(&source.url, &source.git_ref) {
-        Some(c) => c,
-        None if fetch => git.sync(&source.url, &source.git_ref).map_err(|e| e.to_string())?.commit,
-        None => return Err(format!("{} is not fetched yet; freshen fetches it when it runs (freshen --once)", source.input())),
+/// The Dockerfile at `path` in the commit the cache holds for `source`.
+fn read_from_git(git: &crate::git::GitCache, source: &crate::config::GitSource, path: &str) -> Result<String, String> {
+    let Some(commit) = git.cached(&source.url, &source.git_ref) else {
+        return Err(format!("{} is not fetched yet; freshen fetches it when it runs (freshen --once)", source.input()));
     };
     let bytes = git.read(&source.url, &commit, path).map_err(|e| format!("cannot read Dockerfile: {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("{path} in {} at {commit}: Dockerfile is not UTF-8 text", source.url))
@@ -114,13 +138,18 @@ fn read_from_git(git: &crate::git::GitCache, source: &crate::config::GitSource, 
 ///
 /// `engine_platform` is the engine's `os/arch` for the automatic platform ARGs;
 /// `None` (offline, as in `plan`) uses this host's.
-pub fn analyse(
-    config: &Config,
-    texts: &HashMap<String, Result<String, String>>,
+pub fn analyse(config: &Config, texts: &Texts, engine_platform: Option<&str>) -> Result<Project, CycleError> {
+    analyse_builds(config.builds.values(), texts, engine_platform)
+}
+
+/// [`analyse`] of `builds`.
+fn analyse_builds<'a>(
+    builds_in: impl IntoIterator<Item = &'a Build>,
+    texts: &Texts,
     engine_platform: Option<&str>,
 ) -> Result<Project, CycleError> {
     let mut builds = BTreeMap::new();
-    for b in config.builds.values() {
+    for b in builds_in {
         let resolution = match texts.get(&b.name) {
             Some(Ok(text)) => {
                 let input = ResolveInput {
@@ -141,7 +170,7 @@ pub fn analyse(
         .map(|a| Node { name: a.build.name.clone(), tags: a.build.tags.clone(), uses: a.images().cloned().collect() })
         .collect();
     let graph = BuildGraph::new(&nodes)?;
-    Ok(Project { builds, graph })
+    Ok(Project { builds, graph, texts: texts.clone(), engine_platform: engine_platform.map(str::to_string) })
 }
 
 /// What `b` watches, given its resolution: the one place the watch rules of
@@ -194,6 +223,9 @@ pub struct PlanEntry {
     pub watch_context: bool,
     /// The git source (`<url> <ref>`), when the build is made from one: then `dockerfile` and `context` are inside it.
     pub source: Option<String>,
+    /// The image's tags: the build's tags, `{git.branch}` rendered, then its
+    /// tag templates as written, which each build renders for its commit.
+    pub tags: Vec<String>,
     /// Digest-pinned images the build uses: never checked, since they cannot change.
     pub pinned_images: Vec<String>,
     /// Images left unwatched by a `# freshen:ignore` comment.
@@ -239,6 +271,7 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
                 context: relative(&a.build.context, config_dir),
                 watch_context: a.build.watch_context,
                 source: a.build.source.as_ref().map(|s| s.input().to_string()),
+                tags: a.build.tags.iter().map(ToString::to_string).chain(a.build.commit_tags.iter().map(|t| t.text.clone())).collect(),
                 pinned_images: list(&mut a.pinned.iter()),
                 ignored_images: list(&mut a.ignored.iter()),
                 builder: a.build.builder.to_string(),

@@ -20,10 +20,12 @@ impl Rebuild {
     /// whose HEAD does not confirm it; the tags after it are not pushed. The failure
     /// carries `record` marked `push_pending`, so that the next cycle pushes again.
     pub async fn push(&self, name: &str, mut record: BuildRecord) -> Result<BuildRecord, Failure<BuildRecord>> {
-        let tags = &self.project.builds[name].build.tags;
+        // The build's tags, then those its tag templates gave this commit (kept in the record for a push-only job).
+        let commit_tags = record.commit_tags.iter().filter_map(|t| ImageRef::parse(t).ok());
+        let tags: Vec<ImageRef> = self.project.builds[name].build.tags.iter().cloned().chain(commit_tags).collect();
         let log = self.log_of(name);
         record.pushed.clear();
-        for tag in tags {
+        for tag in &tags {
             match self.push_tag(tag).await {
                 Ok(digest) => {
                     tracing::info!(event = "pushed", build = %name, tag = %tag, digest = %digest, "pushed");

@@ -175,11 +175,13 @@ impl Rebuild {
             Some(dir) => (dir.path().join(&b.context), dir.path().join(&b.dockerfile)),
             None => (b.context.clone(), b.dockerfile.clone()),
         };
+        let commit_tags = self.commit_tags(name, compared, log.as_deref());
+        let tags: Vec<ImageRef> = b.tags.iter().chain(&commit_tags).cloned().collect();
         let request = BuildRequest {
             name: name.to_string(),
             context,
             dockerfile,
-            tags: b.tags.clone(),
+            tags: tags.clone(),
             build_args: b.build_args.clone(),
             target: b.target.clone(),
             platform: b.platform.clone(),
@@ -199,9 +201,40 @@ impl Rebuild {
         if let Some(gate) = &b.test {
             self.test(name, &id, gate, log).await?;
         }
-        self.engine.move_tags(&id, &b.tags).await.map_err(BuildError::Engine)?;
+        self.engine.move_tags(&id, &tags).await.map_err(BuildError::Engine)?;
         tracing::debug!(event = "image_tagged", build = %name, image = %id, "tags moved");
-        Ok(BuildRecord { built_from, image_id: Some(id), recorded_at: state::now_secs(), origin: Origin::Built, ..Default::default() })
+        Ok(BuildRecord {
+            built_from,
+            image_id: Some(id),
+            recorded_at: state::now_secs(),
+            origin: Origin::Built,
+            commit_tags: commit_tags.iter().map(ToString::to_string).collect(),
+            ..Default::default()
+        })
+    }
+
+    /// Build `name`'s tag templates rendered for the commit its check saw
+    /// ([`crate::config::TagTemplate::render`]). A template that cannot be formed (no
+    /// semver tag on the commit, a pre-release for `{semver.major}`) is left out, with a
+    /// warning (`tag_left_out`) in the log and in the build's log, as docker/metadata-action does.
+    fn commit_tags(&self, name: &str, compared: &BTreeMap<Input, Compared>, log: Option<&std::path::Path>) -> Vec<ImageRef> {
+        let b = &self.project.builds[name].build;
+        let Some(source) = &b.source else { return Vec::new() };
+        let Some(Ok(current)) = compared.get(&source.input()).map(|c| &c.current) else { return Vec::new() };
+        let facts = crate::config::GitFacts { commit: &current.digest, git_ref: &source.git_ref, tags: &current.git_tags };
+        let mut out = Vec::new();
+        for template in &b.commit_tags {
+            match template.render(&facts) {
+                Ok(tag) => out.push(tag),
+                Err(reason) => {
+                    tracing::warn!(event = "tag_left_out", build = %name, template = %template, %reason, "a tag template cannot be formed for this commit; left out");
+                    if let Some(path) = log {
+                        buildlog::append(path, &format!("# tag {template} left out: {reason}\n"));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Checks out the commit the check saw for `source` into a new folder beside the

@@ -77,6 +77,10 @@ pub struct BuildRecord {
     /// pushes it again without building it (a push-only job).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub push_pending: bool,
+    /// The tags rendered from the build's tag templates for the commit it was built
+    /// from (`registry/app:0123abc`): given to the image beside the build's tags, and pushed with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commit_tags: Vec<String>,
 }
 
 /// The whole state file.

@@ -123,9 +123,6 @@ pub struct Setup {
     pub config: Config,
     /// What to check and build, resolved from the config.
     pub project: Project,
-    /// The Dockerfile texts `project` was resolved from (build name → text or read error):
-    /// each cycle reads them again, and resolves again when one changed.
-    pub texts: Texts,
     /// Checks digests with the config's `registries` credentials and CAs; a trait object, so tests can pass a fake.
     pub registry: Arc<dyn Registry>,
 }
@@ -146,7 +143,7 @@ impl Setup {
     /// # Errors
     /// A dependency cycle, or a bad `ca_file`, as one message.
     pub fn from_config(config: Config, platform: Option<&str>, observer: Option<Arc<dyn Observer>>) -> Result<Setup, String> {
-        let texts = crate::project::read_dockerfiles(&config, true);
+        let texts = crate::project::read_dockerfiles(&config);
         let project = crate::project::analyse(&config, &texts, platform).map_err(|e| format!("{}: {e}", config.path.display()))?;
         let registry = HttpRegistry::new(config.options.registry_timeout, config.registries.clone())
             .map_err(|e| format!("{}: {e}", config.path.display()))?;
@@ -154,12 +151,9 @@ impl Setup {
             Some(o) => registry.with_observer(o),
             None => registry,
         };
-        Ok(Setup { config, project, texts, registry: Arc::new(registry) })
+        Ok(Setup { config, project, registry: Arc::new(registry) })
     }
 }
-
-/// Dockerfile texts by build name, or why one could not be read.
-pub type Texts = std::collections::HashMap<String, Result<String, String>>;
 
 /// Loads a new [`Setup`] on [`crate::trigger::Trigger::Reload`]; an error refuses the reload.
 pub type Reloader = Box<dyn Fn() -> Result<Setup, String> + Send + Sync>;
@@ -236,6 +230,10 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
             s.last = Some(report.clone());
             s.finished_at = Some(tokio::time::Instant::now());
         });
+        if let Some(project) = &report.resolved {
+            current.project = project.clone();
+            current.publish(&l.status);
+        }
         // The runtime has one thread: yielding lets the listeners read this report before the next cycle starts.
         tokio::task::yield_now().await;
         first = false;
@@ -287,13 +285,12 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
 struct Current {
     config: Config,
     project: Arc<Project>,
-    texts: Texts,
     registry: Arc<dyn Registry>,
 }
 
 impl Current {
     fn new(s: Setup) -> Self {
-        Current { config: s.config, project: Arc::new(s.project), texts: s.texts, registry: s.registry }
+        Current { config: s.config, project: Arc::new(s.project), registry: s.registry }
     }
 
     /// Reads the Dockerfiles again and, when one changed, resolves the project
@@ -301,8 +298,8 @@ impl Current {
     /// from this cycle on. A change that makes the builds a cycle is refused
     /// with an error log (`dockerfiles_refused`), and the last project runs.
     fn refresh(&mut self, platform: &str, status: &watch::Sender<Status>) {
-        let texts = crate::project::read_dockerfiles(&self.config, true);
-        if texts == self.texts {
+        let texts = crate::project::read_dockerfiles(&self.config);
+        if texts == self.project.texts {
             return;
         }
         match crate::project::analyse(&self.config, &texts, Some(platform)) {
@@ -315,7 +312,6 @@ impl Current {
                 tracing::error!(event = "dockerfiles_refused", error = %e, "a Dockerfile change was refused; the last resolution runs")
             }
         }
-        self.texts = texts;
     }
 
     /// Publishes the project and interval the loop now runs with.

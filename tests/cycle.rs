@@ -62,6 +62,7 @@ impl World {
                 dockerfile: dir.path().join(name).join("Dockerfile"),
                 context: dir.path().join(name),
                 tags: vec![ImageRef::parse(tag).unwrap()],
+                commit_tags: Vec::new(),
                 build_args: HashMap::new(),
                 target: None,
                 platform: None,
@@ -390,8 +391,7 @@ async fn triggers_during_a_cycle_make_one_follow_up_that_checks_only_the_inputs_
         triggers.send(Trigger::Check([input(BASE)].into()));
     }
     let (status, mut rx) = tokio::sync::watch::channel(Status::default());
-    let texts = project::read_dockerfiles(&w.config, true);
-    let setup = Setup { config: w.config.clone(), project: (*w.project).clone(), texts, registry: w.registry.clone() };
+    let setup = Setup { config: w.config.clone(), project: (*w.project).clone(), registry: w.registry.clone() };
     let l = Loop {
         engine: w.engine.clone(),
         engine_platform: "linux/amd64".into(),

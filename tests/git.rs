@@ -89,15 +89,23 @@ fn state(env: &Env) -> Value {
 }
 
 /// The full cycle a user sees, for a repository at `url`: a commit builds with its revision
-/// label; an unchanged ref rebuilds nothing; a commit outside `paths` is recorded, not built;
-/// one inside is built; a force-push back is a change like any other.
+/// label and its commit tag; an unchanged ref rebuilds nothing; a commit outside `paths` is
+/// recorded, not built; one inside is built; a force-push back is a change like any other.
 fn new_commits_rebuild(env: &Env, repo: &Repo, url: &str, listings: &dyn Fn() -> Option<usize>) {
     let source = json!({"git": url, "ref": "main", "path": "svc", "paths": ["svc/"]});
-    env.config(json!({}), json!({"app": {"source": source, "tags": [env.image("app:latest")]}}));
+    let tags = [env.image("app:latest"), env.image("app:{git.short_commit}")];
+    env.config(json!({}), json!({"app": {"source": source, "tags": tags}}));
     let once = || report(&env.freshen(&["--once", "--format", "json"]));
     let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    let before = listings();
     let r = once();
     assert_eq!(build_of(&r, "app")["status"], "rebuilt", "{r}");
+    if let (Some(b), Some(a)) = (before, listings()) {
+        assert_eq!(a - b, 1, "the first run too lists and fetches on one connection");
+    }
+    let commit_tag = env.image(&format!("app:{}", &first[..7]));
+    assert_eq!(build_of(&r, "app")["tags"], json!([env.image("app:latest"), commit_tag]), "{r}");
+    assert_eq!(image_id(&commit_tag), image_id(&env.image("app:latest")), "the commit tag names the new image");
     assert_eq!(label(&env.image("app:latest"), "org.opencontainers.image.revision").as_deref(), Some(first.as_str()));
     assert_eq!(label(&env.image("app:latest"), "org.opencontainers.image.source").as_deref(), Some(url));
     assert_eq!(cat(&env.image("app:latest"), "/file"), "one");
@@ -122,6 +130,8 @@ fn new_commits_rebuild(env: &Env, repo: &Repo, url: &str, listings: &dyn Fn() ->
     assert_eq!(build_of(&r, "app")["status"], "rebuilt", "{r}");
     assert_eq!(build_of(&r, "app")["reason"]["git"], url, "{r}");
     assert_eq!(label(&env.image("app:latest"), "org.opencontainers.image.revision").as_deref(), Some(inside.as_str()));
+    assert_eq!(image_id(&env.image(&format!("app:{}", &inside[..7]))), image_id(&env.image("app:latest")));
+    assert!(image_id(&commit_tag).is_some(), "the first commit's image keeps its commit tag");
     assert_eq!(cat(&env.image("app:latest"), "/file"), "two");
 
     git(&repo.work, &["reset", "-q", "--hard", &first]);
@@ -189,4 +199,170 @@ fn plan_stays_offline_and_says_a_source_not_yet_fetched() {
     assert_eq!(app["source"], format!("{url} refs/heads/main"), "{plan}");
     assert!(app["error"].as_str().unwrap().contains("is not fetched yet"), "{plan}");
     assert!(!dir.path().join("git").exists(), "plan fetched nothing");
+}
+
+#[test]
+fn tag_templates_name_the_image_after_the_branch_and_the_semver_tag_and_are_pushed() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("gittags");
+    env.push_base("base:1", "v1");
+    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    git(&repo.work, &["-c", "user.name=t", "-c", "user.email=t@example.com", "tag", "-a", "v1.2.3", "-m", "release"]);
+    git(&repo.work, &["push", "-q", "origin", "HEAD:refs/heads/Feature/Login", "v1.2.3"]);
+    let url = format!("file://{}", repo.bare.display());
+    let source = json!({"git": url, "ref": "Feature/Login", "path": "svc"});
+    let templates = ["app:{git.branch}-latest", "app:{semver.version}", "app:{semver.major}.{semver.minor}", "app:{semver.major}"];
+    let config = env.config(json!({"push": true}), json!({"app": {"source": source, "tags": templates.map(|t| env.image(t))}}));
+
+    // plan names the branch's tag, and shows the templates each build renders.
+    let plan = String::from_utf8_lossy(&freshen_cmd(&config, &["plan"]).output().unwrap().stdout).to_string();
+    let expected = format!("  tags: {}, {}", env.image("app:feature-login-latest"), env.image("app:{semver.version}"));
+    assert!(plan.contains(&expected), "{plan}");
+
+    env.registry.clear_log();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    let r = report(&out);
+    let app = build_of(&r, "app");
+    assert_eq!(app["status"], "rebuilt", "{r}");
+    let released = ["app:feature-login-latest", "app:1.2.3", "app:1.2", "app:1"].map(|t| env.image(t));
+    assert_eq!(app["tags"], json!(released), "{r}");
+    let digest = app["digest"].as_str().unwrap().to_string();
+    for tag in &released {
+        assert_eq!(registry_digest(tag).as_deref(), Some(digest.as_str()), "{tag} pushed");
+    }
+
+    // A pre-release gives only its version; the other templates are left out, with a warning.
+    repo.commit(&[("svc/file", "two")]);
+    git(&repo.work, &["-c", "user.name=t", "-c", "user.email=t@example.com", "tag", "-a", "v2.0.0-rc.1", "-m", "rc"]);
+    git(&repo.work, &["push", "-q", "-f", "origin", "HEAD:refs/heads/Feature/Login", "v2.0.0-rc.1"]);
+    env.registry.clear_log();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    let r = report(&out);
+    let app = build_of(&r, "app");
+    assert_eq!(app["status"], "rebuilt", "{r}");
+    assert_eq!(app["tags"], json!([env.image("app:feature-login-latest"), env.image("app:2.0.0-rc.1")]), "{r}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("event=\"tag_left_out\"").count(), 2, "{stderr}");
+    assert!(stderr.contains("is a pre-release, which gives only {semver.version}"), "{stderr}");
+    let puts: Vec<String> = env.registry.requests().into_iter().filter(|l| l.starts_with("PUT ") && l.contains("/manifests/")).collect();
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    assert_eq!(cat(&env.image("app:1"), "/file"), "one", "the release's tags stay on the release");
+    assert_eq!(cat(&env.image("app:2.0.0-rc.1"), "/file"), "two");
+
+    // The release tag pushed onto the commit already built: no new commit, and the image gets its tags.
+    git(&repo.work, &["-c", "user.name=t", "-c", "user.email=t@example.com", "tag", "-a", "v2.0.0", "-m", "release"]);
+    git(&repo.work, &["push", "-q", "origin", "v2.0.0"]);
+    let r = report(&env.freshen(&["--once", "--format", "json"]));
+    let app = build_of(&r, "app");
+    assert_eq!(app["status"], "rebuilt", "{r}");
+    assert_eq!(app["tags"], json!(["app:feature-login-latest", "app:2.0.0", "app:2.0", "app:2"].map(|t| env.image(t))), "{r}");
+    assert_eq!(registry_digest(&env.image("app:2")).as_deref(), app["digest"].as_str());
+    assert_eq!(cat(&env.image("app:2"), "/file"), "two");
+    let r = report(&env.freshen(&["--once", "--format", "json"]));
+    assert_eq!(build_of(&r, "app")["status"], "fresh", "{r}");
+    remove_labelled(&format!("freshen.test={}", env.prefix));
+}
+
+#[test]
+fn a_tag_template_without_a_git_source_or_with_an_unknown_placeholder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    let config = dir.path().join("config.json");
+    let source = json!({"git": "file:///nowhere.git", "ref": "main"});
+    let builds = json!({
+        "local": {"dockerfile": "Dockerfile", "tags": ["registry.example.com/a:{git.short_commit}"]},
+        "typo": {"source": source, "tags": ["registry.example.com/b:latest", "registry.example.com/b:{git.sha}"]},
+        "only": {"source": source, "tags": ["registry.example.com/c:{git.commit}"]}
+    });
+    std::fs::write(&config, json!({"builds": builds}).to_string()).unwrap();
+    let out = freshen_cmd(&config, &["validate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("at /builds/local/tags/0: registry.example.com/a:{git.short_commit}: tag templates need a git source"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("at /builds/typo/tags/1: registry.example.com/b:{git.sha}: unknown placeholder {git.sha}"), "{stderr}");
+    assert!(stderr.contains("at /builds/only/tags: give at least one tag that stays the same across commits"), "{stderr}");
+}
+
+#[test]
+fn a_commit_that_changes_the_base_is_built_once_on_the_new_base_and_two_branches_cost_one_connection() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("gitbase");
+    env.push_base("base:1", "v1");
+    env.push_base("other:1", "o1");
+    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    git(&repo.work, &["push", "-q", "origin", "HEAD:refs/heads/stable"]);
+    let daemon = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
+    let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let on = |r: &str| json!({"git": url, "ref": r, "path": "svc"});
+    env.config(
+        json!({}),
+        json!({
+            "app": {"source": on("main"), "tags": [env.image("app:latest")]},
+            "stable": {"source": on("stable"), "tags": [env.image("stable:latest")]}
+        }),
+    );
+    let once = || env.freshen(&["--once", "--format", "json"]);
+    let before = daemon.requests();
+    let r = report(&once());
+    assert_eq!(build_of(&r, "app")["status"], "rebuilt", "{r}");
+    assert_eq!(build_of(&r, "stable")["status"], "rebuilt", "{r}");
+    assert_eq!(daemon.requests() - before, 1, "two branches of one repository: one connection");
+
+    // A commit that moves main to another base: resolved, checked and built in that cycle, once.
+    repo.commit(&[("svc/Dockerfile", &format!("FROM {}\nCOPY file /file\n", env.image("other:1")))]);
+    let out = once();
+    let r = report(&out);
+    assert_eq!(build_of(&r, "app")["status"], "rebuilt", "{r}");
+    assert_eq!(build_of(&r, "stable")["status"], "fresh", "{r}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("event=\"dockerfiles_changed\""));
+    assert_eq!(label(&env.image("app:latest"), "org.opencontainers.image.base.name").as_deref(), Some(env.image("other:1").as_str()));
+    let built_from = &state(&env)["builds"]["app"]["built_from"];
+    assert!(built_from.get(format!("image:{}", env.image("other:1"))).is_some(), "the new base is recorded: {built_from}");
+    assert!(built_from.get(format!("image:{}", env.image("base:1"))).is_none(), "the old one is not: {built_from}");
+    let before = daemon.requests();
+    let r = report(&once());
+    assert_eq!(build_of(&r, "app")["status"], "fresh", "not built again in the next cycle: {r}");
+    assert_eq!(daemon.requests() - before, 1);
+    drop(daemon);
+    remove_labelled(&format!("freshen.test={}", env.prefix));
+}
+
+#[test]
+fn in_the_daemon_a_base_push_and_a_commit_in_one_cycle_give_one_rebuild() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("gitboth");
+    env.push_base("base:1", "v1");
+    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let url = format!("file://{}", repo.bare.display());
+    let config = env.config(
+        json!({"interval": "1h", "log_format": "json"}),
+        json!({"app": {"source": {"git": url, "ref": "main", "path": "svc"}, "tags": [env.image("app:latest")]}}),
+    );
+    let log = env.dir.path().join("daemon.log");
+    let mut child = spawn_daemon(&config, &log);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let rebuilt = || count_events(&log, "build_finished", &[("build", "app"), ("status", "rebuilt")]);
+    assert!(wait_until(Duration::from_secs(60), || rebuilt() == 1), "{}", text());
+    assert!(wait_event(&log, "cycle_finished", &[], Duration::from_secs(30)), "{}", text());
+
+    env.push_base("base:1", "v2");
+    let commit = repo.commit(&[("svc/file", "two")]);
+    signal(&child, "-HUP");
+    assert!(wait_until(Duration::from_secs(60), || count_events(&log, "cycle_finished", &[]) >= 2), "{}", text());
+    assert_eq!(rebuilt(), 2, "one rebuild for both changes:\n{}", text());
+    assert_eq!(label(&env.image("app:latest"), "org.opencontainers.image.revision").as_deref(), Some(commit.as_str()));
+    assert_eq!(cat(&env.image("app:latest"), "/file"), "two");
+    assert_eq!(cat(&env.image("app:latest"), "/etc/base-version"), "v2", "built on the new base");
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success(), "{}", text());
+    remove_labelled(&format!("freshen.test={}", env.prefix));
 }

@@ -28,11 +28,12 @@ fn sync_fetches_only_new_commits_and_the_cache_serves_files_paths_and_checkouts(
     git(&work, &["push", "-q", "origin", "main", "--tags"]);
     let url = format!("file://{}", bare.display());
     let cache = GitCache::beside(&dir.path().join("state.json"));
-    let first = cache.sync(&url, "main").unwrap();
+    let sync = |url: &str, r: &str| cache.sync(url, &[format!("refs/heads/{r}")]).map(|mut m| m.pop_first().unwrap().1);
+    let first = sync(&url, "main").unwrap().unwrap();
     assert_eq!(first.commit, git(&work, &["rev-parse", "HEAD"]));
     assert!(first.fetched);
     assert_eq!(first.tags, ["v1.2.3"]);
-    let again = cache.sync(&url, "main").unwrap();
+    let again = sync(&url, "main").unwrap().unwrap();
     assert!(!again.fetched, "an unchanged ref is not fetched");
     assert_eq!(cache.cached(&url, "main").as_deref(), Some(first.commit.as_str()));
     assert_eq!(cache.read(&url, &first.commit, "svc/Dockerfile").unwrap(), b"FROM scratch\n");
@@ -45,7 +46,7 @@ fn sync_fetches_only_new_commits_and_the_cache_serves_files_paths_and_checkouts(
     std::fs::write(work.join("README"), "two").unwrap();
     git(&work, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two"]);
     git(&work, &["push", "-q", "origin", "main"]);
-    let second = cache.sync(&url, "main").unwrap();
+    let second = sync(&url, "main").unwrap().unwrap();
     assert!(second.fetched && second.commit != first.commit && second.tags.is_empty());
     assert_eq!(digest(&second.commit, "svc/"), svc, "svc/ untouched");
     assert_ne!(digest(&second.commit, "README"), digest(&first.commit, "README"));
@@ -54,8 +55,17 @@ fn sync_fetches_only_new_commits_and_the_cache_serves_files_paths_and_checkouts(
     cache.checkout(&url, &second.commit, &out).unwrap();
     assert_eq!(std::fs::read_to_string(out.join("README")).unwrap(), "two");
     assert_eq!(std::fs::read_to_string(out.join("svc/Dockerfile")).unwrap(), "FROM scratch\n");
-    let e = cache.sync(&url, "nope").unwrap_err();
+    let e = sync(&url, "nope").unwrap().unwrap_err();
     assert!(e.to_string().contains("has no ref refs/heads/nope"), "{e}");
-    let e = cache.sync(&format!("file://{}/missing.git", dir.path().display()), "main").unwrap_err();
+    // Several refs of one repository: one listing, one fetch of the new commits; a missing ref fails alone.
+    git(&work, &["push", "-q", "origin", "HEAD~1:refs/heads/other"]);
+    let refs = ["refs/heads/main", "refs/heads/other", "refs/heads/nope"].map(String::from);
+    let all = cache.sync(&url, &refs).unwrap();
+    assert_eq!(all["refs/heads/main"].as_ref().unwrap().commit, second.commit);
+    assert_eq!(all["refs/heads/other"].as_ref().unwrap().commit, first.commit);
+    assert!(!all["refs/heads/other"].as_ref().unwrap().fetched, "the commit was in the cache");
+    assert_eq!(cache.cached(&url, "other").as_deref(), Some(first.commit.as_str()), "the local ref is written without a fetch");
+    assert!(all["refs/heads/nope"].is_err());
+    let e = sync(&format!("file://{}/missing.git", dir.path().display()), "main").unwrap_err();
     eprintln!("unreachable: {e}");
 }

@@ -11,6 +11,7 @@ pub mod schema;
 mod secrets;
 mod server;
 mod source;
+pub mod tag_template;
 mod test_gate;
 
 pub use notify::{Event, Notify, Receiver};
@@ -18,6 +19,7 @@ use options::{builder, resolve_options, watch_stages};
 pub use options::{BuilderChoice, LogFormat, Options};
 pub use secrets::{SecretValue, MAX_SECRET_BYTES};
 pub use server::{Server, MIN_TOKEN_CHARS};
+pub use tag_template::{GitFacts, TagTemplate};
 pub use test_gate::TestGate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -104,8 +106,12 @@ pub struct Build {
     pub dockerfile: PathBuf,
     /// The build context folder (absolute), sent to the engine.
     pub context: PathBuf,
-    /// Tags, normalised; the first is the one checked for existence and passed as `t`.
+    /// Tags that stay the same across commits, normalised (plain ones, and
+    /// `{git.branch}` templates rendered at load); the first is the one checked for existence and passed as `t`.
     pub tags: Vec<ImageRef>,
+    /// Tag templates that change with the commit (`{git.short_commit}`, `{semver.version}`):
+    /// rendered at each build from the commit the check saw, and given to the image beside `tags`.
+    pub commit_tags: Vec<TagTemplate>,
     /// Build args: passed to the engine, and used to expand `ARG`s in `FROM`.
     pub build_args: HashMap<String, String>,
     /// The stage to build; its `FROM` chain decides the base.
@@ -316,17 +322,7 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
             (std::path::absolute(&d).unwrap_or(d), std::path::absolute(&c).unwrap_or(c))
         }
     };
-    let (tags, tags_at) = match raw.get("tag").and_then(Value::as_str) {
-        Some(t) => (references(&Value::Array(vec![Value::String(t.into())]), &format!("{at}/tag"), v), format!("{at}/tag")),
-        None => (references(&raw["tags"], &format!("{at}/tags"), v), format!("{at}/tags")),
-    };
-    for t in tags.iter().filter(|t| t.is_pinned()) {
-        violation(
-            v,
-            tags_at.clone(),
-            format!("{t} is a digest reference, not a tag: a build's tags name where its image goes, e.g. registry.example.com/web:latest"),
-        );
-    }
+    let (tags, commit_tags) = tag_template::resolve(raw, &at, source.as_ref(), v);
     if name.chars().any(char::is_control) {
         violation(v, at.clone(), format!("build name \"{name}\" contains a control character; use letters, digits, '-', '_' and '.'"));
     }
@@ -341,6 +337,7 @@ fn resolve_build(name: &str, raw: &Value, base_dir: &Path, v: &mut Vec<Violation
         dockerfile,
         context,
         tags,
+        commit_tags,
         build_args: string_map(&raw["build_args"]),
         target: raw.get("target").and_then(Value::as_str).map(str::to_string),
         platform: raw.get("platform").and_then(Value::as_str).map(str::to_string),
