@@ -257,7 +257,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 let c = match check.map(|c| &c.seen) {
                     Some(Ok(o)) => Ok(Current {
                         digest: o.digest.clone(),
-                        for_build: with_version(o.for_build(platform, paths_key.as_deref()), semver.then(|| &o.tags)),
+                        for_build: with_version(o.for_build(platform, paths_key.as_deref()), semver.then_some(&o.tags)),
                         since: o.since,
                         replaces: check.and_then(|c| c.replaces.clone()),
                         git_tags: o.tags.clone(),
