@@ -234,19 +234,19 @@ async fn remove_stale_test_containers(engine: &dyn crate::engine::Engine, state_
     }
 }
 
-/// Applies a reloaded config's server options: a new token takes effect at
+/// Applies a reloaded config's server options: a new token or git webhook secret takes effect at
 /// once; a new `listen` (or none) only at the next start, which the log says.
 fn reload_server(
     running: Option<&crate::config::Server>,
     new: Option<&crate::config::Server>,
-    token: &tokio::sync::watch::Sender<Option<crate::credentials::Secret>>,
+    keys: &tokio::sync::watch::Sender<crate::server::Keys>,
 ) {
     let listen = |s: Option<&crate::config::Server>| s.map_or_else(|| "off".to_string(), |s| s.listen.to_string());
     if running.map(|s| s.listen) != new.map(|s| s.listen) {
         tracing::warn!(event = "listen_unchanged", running = %listen(running), new = %listen(new), "options.listen changes take effect at the next start");
     }
     if let (Some(_), Some(new)) = (running, new) {
-        token.send_replace(new.token.clone());
+        keys.send_replace(crate::server::Keys::of(new));
     }
 }
 
@@ -285,7 +285,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let path = path.to_path_buf();
     let reload_platform = platform.clone();
     let server = setup.config.options.server.clone().filter(|_| !once);
-    let (token, token_rx) = tokio::sync::watch::channel(server.as_ref().and_then(|s| s.token.clone()));
+    let (keys, keys_rx) = tokio::sync::watch::channel(server.as_ref().map(crate::server::Keys::of).unwrap_or_default());
     let listener = match &server {
         Some(s) => match crate::server::bind(s.listen).await {
             Ok(l) => Some(l),
@@ -309,7 +309,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
             *held = (new.config.options.state_file.clone(), lock);
         }
         notify.send_replace(new.config.options.notify.clone().into());
-        reload_server(server.as_ref(), new.config.options.server.as_ref(), &token);
+        reload_server(server.as_ref(), new.config.options.server.as_ref(), &keys);
         Ok(new)
     });
     let (status, _) = tokio::sync::watch::channel(Status::default());
@@ -324,7 +324,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     }
     let server_stop = CancellationToken::new();
     if let Some(listener) = listener {
-        let shared = crate::server::Shared::new(triggers.clone(), status.subscribe(), metrics.clone(), token_rx, engine.clone());
+        let shared = crate::server::Shared::new(triggers.clone(), status.subscribe(), metrics.clone(), keys_rx, engine.clone());
         listeners.push(tokio::spawn(crate::server::serve(listener, std::sync::Arc::new(shared), server_stop.clone())));
     }
     let l = Loop {

@@ -57,7 +57,7 @@ pub struct BodyError {
 }
 
 /// Parses `body` as `T`, naming the field and the byte offset of an error.
-fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, BodyError> {
+pub(crate) fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, BodyError> {
     let error = |path: String, e: &serde_json::Error| {
         let (line, column) = (e.line(), e.column());
         BodyError { message: strip_position(&e.to_string()), path, line, column, offset: offset_of(body, line, column) }

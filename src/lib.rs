@@ -16,7 +16,8 @@
 //! - [`graph`]: the build graph: edges, cycles, descendants, topological order.
 //! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
 //! - [`error`]: typed errors of the registry, the engine, checks and builds.
-//! - [`event`]: registry notifications, Docker Hub webhooks and `/v1/check` bodies → the watched inputs they name.
+//! - [`event`]: registry notifications, Docker Hub webhooks and `/v1/check` bodies → the watched inputs they name;
+//!   [`git_event`]: git forges' push events → the watched git sources they name.
 //!
 //! Loading: `files`: the one bounded, regular-files-only reader of every file a
 //! user or a repository names. [`config`]: the config file (and `password_file`s) → schema check →
@@ -30,13 +31,14 @@
 //!   A new builder (BuildKit) goes here.
 //! - [`context`](mod@context): a build context's kept files (`.dockerignore`), walked once for the
 //!   engine's archive and for the content digest a check compares ([`context::ContextDigests`]).
-//! - [`git`]: git sources (gix): one connection a check (the ref listing, and a depth-1 fetch
-//!   only for a new commit) into a bare cache beside the state file; Dockerfile reads, path digests, checkouts.
+//! - [`git`]: git sources (gix): one connection per repository a cycle (the ref listing, and a depth-1 fetch
+//!   only of new commits) into a bare cache beside the state file; Dockerfile reads, path digests, checkouts.
 //! - `credentials`: registry credentials; secrets never print.
 //! - [`state`]: the versioned state file (format 2, migrated from 1), atomic writes.
 //!
 //! Composition:
-//! - `check`: a cycle's checks: each watched input once → [`input::Check`]s.
+//! - `check`: a cycle's checks: each watched input once → [`input::Check`]s; the git sources first, so
+//!   that a new commit's Dockerfile is resolved again before the rest are checked.
 //! - `rebuild`: one build: pull, build with labels, test gate, move the tags → its [`state::BuildRecord`];
 //!   `publish`: push its tags (and push-only jobs for a push that failed), remove its previous images;
 //!   `buildlog`: its saved log, `logs/<build>/<time>.log` beside the state file.
@@ -47,7 +49,7 @@
 //!   inputs, shutdown) and way out ([`trigger::Status`] on a watch channel).
 //!   A new trigger sends on it, as [`server`] and `fswatch` (the daemon's file watch: build
 //!   contexts, Dockerfiles and the config, with `notify`) do.
-//! - [`server`]: the HTTP server (axum on hyper): webhooks and `/v1/check` in as triggers;
+//! - [`server`]: the HTTP server (axum on hyper): webhooks (registries' and git forges', signed) and `/v1/check` in as triggers;
 //!   `/metrics`, `/v1/status`, `/healthz`, `/readyz` out.
 //! - [`metrics`]: Prometheus metrics (prometheus-client), recorded by the loop, the registry client and the triggers.
 //! - [`watcher`]: the loop: start, one cycle at a time, reload, shutdown.
@@ -79,6 +81,7 @@ mod fswatch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod git;
+pub mod git_event;
 pub mod graph;
 pub mod input;
 mod listen;

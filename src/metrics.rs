@@ -41,6 +41,8 @@ pub enum Source {
     Api,
     /// The file watch: a build context, a Dockerfile or the config changed on disk.
     FileWatch,
+    /// A git push webhook (`POST /v1/hooks/git`) that named a watched repository and ref.
+    Git,
 }
 
 impl std::fmt::Display for Source {
@@ -53,6 +55,7 @@ impl std::fmt::Display for Source {
             Source::Harbor => "harbor",
             Source::Api => "api",
             Source::FileWatch => "file",
+            Source::Git => "git",
         })
     }
 }

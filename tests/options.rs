@@ -101,6 +101,11 @@ const ROWS: &[Row] = &[
         "server_input.rs::metrics_parse_and_match_what_the_cycles_did_and_readyz_follows_the_engine",
         "\"allow_unauthenticated_loopback\"",
     ),
+    row(
+        "options/git_hook_secret_file",
+        "git_hook.rs::a_signed_push_rebuilds_in_seconds_and_a_bad_signature_is_401_and_costs_no_git_request",
+        "\"git_hook_secret_file\"",
+    ),
     row("registries/insecure", "options_engine.rs::insecure_reaches_a_plain_http_registry_that_is_not_on_loopback", "\"insecure\""),
     row(
         "registries/ca_file",

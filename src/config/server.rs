@@ -1,5 +1,5 @@
-//! `options.listen`, `options.token_file` and `options.allow_unauthenticated_loopback`:
-//! the daemon's HTTP server, and who may use it.
+//! `options.listen`, `options.token_file`, `options.allow_unauthenticated_loopback`
+//! and `options.git_hook_secret_file`: the daemon's HTTP server, and who may use it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +20,9 @@ pub struct Server {
     /// The bearer token every endpoint but `/healthz` and `/readyz` requires;
     /// `None` only for a loopback address with `allow_unauthenticated_loopback`.
     pub token: Option<Secret>,
+    /// The secret git forges sign their push webhooks with (`git_hook_secret_file`):
+    /// `POST /v1/hooks/git` takes only requests signed with it; `None` turns that endpoint off.
+    pub git_hook_secret: Option<Secret>,
 }
 
 /// Reads the server options. `listen` that is not `ip:port`, a `token_file`
@@ -27,6 +30,10 @@ pub struct Server {
 /// without `token_file` (unless loopback with `allow_unauthenticated_loopback`)
 /// are violations at `/options/<key>`; `None` then, and when `listen` is absent.
 pub(super) fn resolve(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Option<Server> {
+    if raw.get("listen").is_none() && raw.get("git_hook_secret_file").is_some() {
+        let why = "git_hook_secret_file needs listen: git forges post their push webhooks to the daemon's HTTP server";
+        violation(v, "/options/git_hook_secret_file".into(), format!("{why}; set options.listen, e.g. \"0.0.0.0:9780\""));
+    }
     let text = raw.get("listen").and_then(Value::as_str)?;
     let listen: SocketAddr = match text.parse() {
         Ok(a) => a,
@@ -67,5 +74,24 @@ pub(super) fn resolve(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> O
         );
         return None;
     }
-    Some(Server { listen, token })
+    let git_hook_secret = match raw.get("git_hook_secret_file").and_then(Value::as_str) {
+        Some(file) => match read_secret(&base_dir.join(file), "a git_hook_secret_file") {
+            Ok(t) if t.chars().count() >= MIN_TOKEN_CHARS => Some(Secret::new(t)),
+            Ok(_) => {
+                let what = format!("the secret in {file} must be at least {MIN_TOKEN_CHARS} characters");
+                violation(v, "/options/git_hook_secret_file".into(), format!("{what}; make one with `openssl rand -hex 32 > {file}`"));
+                return None;
+            }
+            Err(e) => {
+                violation(
+                    v,
+                    "/options/git_hook_secret_file".into(),
+                    format!("{e}; the file holds the secret of the git forges' push webhooks"),
+                );
+                return None;
+            }
+        },
+        None => None,
+    };
+    Some(Server { listen, token, git_hook_secret })
 }

@@ -15,6 +15,7 @@
 //! that names no watched image sends no trigger.
 
 mod confirm;
+mod git_hook;
 mod routes;
 
 use std::net::SocketAddr;
@@ -46,6 +47,22 @@ const PING_REUSE: Duration = Duration::from_secs(1);
 /// Longest `/readyz` waits for the engine's answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The secrets requests are checked against, from the config's server options.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    /// The bearer token (`token_file`); `None` serves without one (loopback only).
+    pub token: Option<Secret>,
+    /// The git push webhooks' secret (`git_hook_secret_file`); `None` turns `/v1/hooks/git` off.
+    pub git_hook_secret: Option<Secret>,
+}
+
+impl Keys {
+    /// The keys of the server options `server`.
+    pub fn of(server: &crate::config::Server) -> Keys {
+        Keys { token: server.token.clone(), git_hook_secret: server.git_hook_secret.clone() }
+    }
+}
+
 /// What the handlers share: the loop's channels, the metrics, the token and the engine.
 pub struct Shared {
     /// Where hooks and `/v1/check` send their triggers.
@@ -54,8 +71,8 @@ pub struct Shared {
     pub status: watch::Receiver<Status>,
     /// What `/metrics` encodes.
     pub metrics: Arc<Metrics>,
-    /// The bearer token (replaced on reload); `None` serves without one (loopback only).
-    pub token: watch::Receiver<Option<Secret>>,
+    /// The bearer token and the git webhook secret, replaced on reload.
+    pub keys: watch::Receiver<Keys>,
     /// Asked by `/readyz` whether it answers.
     pub engine: Arc<dyn Engine>,
     /// The engine's last answer to `/readyz` and when it came.
@@ -70,10 +87,10 @@ impl Shared {
         triggers: Triggers,
         status: watch::Receiver<Status>,
         metrics: Arc<Metrics>,
-        token: watch::Receiver<Option<Secret>>,
+        keys: watch::Receiver<Keys>,
         engine: Arc<dyn Engine>,
     ) -> Shared {
-        Shared { triggers, status, metrics, token, engine, pinged: Mutex::new(None), expected: Mutex::default() }
+        Shared { triggers, status, metrics, keys, engine, pinged: Mutex::new(None), expected: Mutex::default() }
     }
 
     /// Whether the engine answers, asked at most once per [`PING_REUSE`].
@@ -130,7 +147,7 @@ pub struct Peer(pub SocketAddr);
 /// The log line says which, never the token sent.
 pub fn authorise(shared: &Shared, headers: &HeaderMap, peer: Peer, path: &str) -> Result<(), Refusal> {
     use subtle::ConstantTimeEq;
-    let expected = shared.token.borrow().clone();
+    let expected = shared.keys.borrow().token.clone();
     let Some(expected) = expected else { return Ok(()) };
     let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let token = sent.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));

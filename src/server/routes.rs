@@ -32,6 +32,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(REGISTRY_HOOK.path, hook_route(&REGISTRY_HOOK))
         .route(DOCKERHUB_HOOK.path, hook_route(&DOCKERHUB_HOOK))
         .route(HARBOR_HOOK.path, hook_route(&HARBOR_HOOK))
+        .route(super::git_hook::PATH, post(super::git_hook::handle))
         .route("/v1/check", post(check))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -42,7 +43,7 @@ async fn not_found(uri: Uri) -> Refusal {
     Refusal::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no endpoint {}; endpoints: /healthz, /readyz, /metrics, /v1/status, /v1/hooks/registry, /v1/hooks/dockerhub, /v1/hooks/harbor, /v1/check",
+            "no endpoint {}; endpoints: /healthz, /readyz, /metrics, /v1/status, /v1/hooks/registry, /v1/hooks/dockerhub, /v1/hooks/harbor, /v1/hooks/git, /v1/check",
             uri.path()
         ),
     )
@@ -105,7 +106,7 @@ async fn status(State(shared): State<Arc<Shared>>, Extension(peer): Extension<Pe
 }
 
 /// A 400 for a body that cannot be read, saying what and where.
-fn bad_body(e: &BodyError) -> Refusal {
+pub(super) fn bad_body(e: &BodyError) -> Refusal {
     Refusal::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}"))
 }
 
@@ -124,7 +125,7 @@ fn accept(shared: &Shared, source: Source, inputs: BTreeSet<Input>, ignored: usi
 }
 
 /// The project the loop runs with, or a 503 before the loop has one.
-fn project(shared: &Shared) -> Result<Arc<crate::project::Project>, Refusal> {
+pub(super) fn project(shared: &Shared) -> Result<Arc<crate::project::Project>, Refusal> {
     shared.status.borrow().project.clone().ok_or_else(|| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "starting; try again in a moment"))
 }
 

@@ -10,6 +10,7 @@
 
 pub mod fake_engine;
 pub mod fakes;
+pub mod git;
 pub mod http;
 pub mod proxy;
 pub mod sockproxy;
