@@ -204,8 +204,10 @@ impl Checker<'_> {
             lists.entry(s.git_ref.clone()).or_default().insert(s.paths_key(), s.paths.clone());
         }
         let (cache, url_owned, wanted) = (self.git.clone(), url.to_string(), refs.clone());
+        let credential =
+            self.project.builds.values().filter_map(|a| a.build.source.as_ref()).find(|s| s.url == url).and_then(|s| s.credential.clone());
         let synced = tokio::task::spawn_blocking(move || {
-            let synced = cache.sync(&url_owned, &wanted)?;
+            let synced = cache.sync(&url_owned, &wanted, credential.as_ref())?;
             let with_paths = synced
                 .into_iter()
                 .map(|(r, s)| {

@@ -16,6 +16,8 @@ use std::sync::atomic::AtomicBool;
 
 use gix::bstr::ByteSlice;
 
+use crate::config::GitCredential;
+
 /// A git operation that failed, in words: the URL and gix's error chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -23,7 +25,20 @@ pub struct GitError(pub String);
 
 fn err(what: &str, url: &str) -> impl Fn(gix::Error) -> GitError {
     let prefix = format!("{what} {url}");
-    move |e| GitError(format!("{prefix}: {e}"))
+    move |e| {
+        // The whole chain: the top message alone ("Transport handshake failed") does not say why.
+        let mut text = format!("{prefix}: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let line = c.to_string();
+            if !text.ends_with(&line) {
+                text.push_str(": ");
+                text.push_str(&line);
+            }
+            cause = c.source();
+        }
+        GitError(text)
+    }
 }
 
 /// What a sync found: the commit the ref points at, and the semver-looking tags on it.
@@ -90,7 +105,16 @@ impl GitCache {
     /// # Errors
     /// The outer [`GitError`] when the server cannot be reached or refuses, or the fetch
     /// fails: every ref failed. An inner one for a ref the repository does not have.
-    pub fn sync(&self, url: &str, git_refs: &[String]) -> Result<BTreeMap<String, Result<Synced, GitError>>, GitError> {
+    ///
+    /// `credential` answers the server's request for credentials (HTTP basic auth). Without
+    /// one, none is given: a daemon never prompts, and never asks the user's credential
+    /// helpers (which may prompt); a server that wants credentials then fails the sync.
+    pub fn sync(
+        &self,
+        url: &str,
+        git_refs: &[String],
+        credential: Option<&GitCredential>,
+    ) -> Result<BTreeMap<String, Result<Synced, GitError>>, GitError> {
         let repo = self.open(url)?;
         let specs: Vec<String> = git_refs.iter().map(|r| format!("+{}:{}", full_ref(r), local_ref(r))).collect();
         let remote = repo
@@ -99,10 +123,34 @@ impl GitCache {
             .with_fetch_tags(gix::remote::fetch::Tags::None)
             .with_refspecs(specs.iter().map(String::as_str), gix::remote::Direction::Fetch)
             .map_err(err("git refspec for", url))?;
-        let connection = remote.connect(gix::remote::Direction::Fetch).map_err(err("git connect to", url))?;
+        let (credential, none_given) = (credential.cloned(), credential.is_none());
+        let connection = remote.connect(gix::remote::Direction::Fetch).map_err(err("git connect to", url))?.with_credentials(
+            move |action| match action {
+                gix::credentials::helper::Action::Get(context) => Ok(credential.as_ref().map(|c| gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: c.username.clone(),
+                        password: c.password.expose().to_string(),
+                        oauth_refresh_token: None,
+                    },
+                    next: context.into(),
+                })),
+                // Nothing is stored: the credentials come from the config each time.
+                gix::credentials::helper::Action::Store(_) | gix::credentials::helper::Action::Erase(_) => Ok(None),
+            },
+        );
         // Every ref is listed (no prefix filter), so that the tags on the commit are seen without fetching them.
         let options = gix::remote::ref_map::Options { prefix_from_spec_as_filter_on_remote: false, ..Default::default() };
-        let prepare = connection.prepare_fetch(gix::progress::Discard, options).map_err(err("git ls-refs of", url))?;
+        let prepare = connection.prepare_fetch(gix::progress::Discard, options).map_err(err("git ls-refs of", url)).map_err(|e| {
+            // gix's words for a server that wants credentials nobody gave are about a credential helper: say what to do.
+            if e.0.contains("No credentials were returned") && none_given {
+                GitError(format!(
+                    "git ls-refs of {url}: the server asks for credentials, and the config's git section has none for its host: \
+                     add \"git\": {{\"<host[:port]>\": {{\"username\": …, \"password_file\": …}}}}"
+                ))
+            } else {
+                e
+            }
+        })?;
         // (name, the commit it points at: a tag object peeled).
         let listed: Vec<(String, gix::ObjectId)> = prepare
             .ref_map()

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::git::{git, GitDaemon, Repo};
+use common::git::{git, GitDaemon, GitHttp, Repo};
 use common::*;
 use serde_json::{json, Value};
 
@@ -289,5 +289,65 @@ fn in_the_daemon_a_base_push_and_a_commit_in_one_cycle_give_one_rebuild() {
     assert_eq!(cat(&env.image("app:latest"), "/etc/base-version"), "v2", "built on the new base");
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success(), "{}", text());
+    remove_labelled(&format!("freshen.test={}", env.prefix));
+}
+
+#[test]
+fn a_repository_over_http_with_basic_auth_uses_the_git_section_s_credentials_that_never_leak() {
+    if !engine_available() {
+        return;
+    }
+    const PASSWORD: &str = "http-token-0123456789";
+    let env = Env::new("githttp");
+    env.push_base("base:1", "v1");
+    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let server = GitHttp::start(&env.dir.path().join("repos"), "ci", PASSWORD);
+    let url = format!("http://{}/app.git", server.addr);
+    env.write("git.token", &format!("{PASSWORD}\n"));
+    // The git section is a top-level key beside builds: Env::config writes options and builds only.
+    let with_git = |config: &std::path::Path, git: Value| {
+        let mut c: Value = serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
+        c["git"] = git;
+        std::fs::write(config, c.to_string()).unwrap();
+    };
+    let source = json!({"git": url, "ref": "main", "path": "svc", "paths": ["svc/"]});
+    let config = env.config(json!({}), json!({"app": {"source": source, "tags": [env.image("app:latest")]}}));
+    // Without credentials: that build's check fails, saying the server wants them; nothing prompts.
+    let out = env.freshen(&["--once", "--format", "json"]);
+    let r = report(&out);
+    assert_eq!(build_of(&r, "app")["status"], "check_failed", "{r}");
+    assert_eq!(r["decisions"]["app"]["kind"], "git_failed", "{r}");
+    let reason = r["decisions"]["app"]["reason"].as_str().unwrap();
+    assert!(reason.contains("the server asks for credentials") && reason.contains("\"password_file\""), "{reason}");
+
+    with_git(&config, json!({server.addr.clone(): {"username": "ci", "password_file": "git.token"}}));
+    let listings = || Some(server.listings());
+    // new_commits_rebuild rewrites the config: keep the git section in it.
+    let env_config =
+        env.config(json!({}), json!({"app": {"source": source, "tags": [env.image("app:latest"), env.image("app:{git.short_commit}")]}}));
+    with_git(&env_config, json!({server.addr.clone(): {"username": "ci", "password_file": "git.token"}}));
+    let r = report(&env.freshen(&["--once", "--format", "json"]));
+    assert_eq!(build_of(&r, "app")["status"], "rebuilt", "{r}");
+    let first = git(&repo.work, &["rev-parse", "HEAD"]);
+    assert!(image_id(&env.image(&format!("app:{}", &first[..7]))).is_some(), "the commit tag");
+    let before = listings().unwrap();
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(build_of(&report(&out), "app")["status"], "fresh");
+    assert_eq!(server.listings() - before, 1, "one listing a cycle: {:?}", server.requests());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fetched=false"));
+    let inside = repo.commit(&[("svc/file", "two")]);
+    let r = report(&env.freshen(&["--once", "--format", "json"]));
+    assert_eq!(build_of(&r, "app")["status"], "rebuilt", "{r}");
+    assert_eq!(label(&env.image("app:latest"), "org.opencontainers.image.revision").as_deref(), Some(inside.as_str()));
+    // Credentials over plain http to an address that is not loopback: refused in the config.
+    let remote =
+        env.config(json!({}), json!({"app": {"source": {"git": "http://git.example.com/app.git"}, "tags": [env.image("app:latest")]}}));
+    with_git(&remote, json!({"git.example.com": {"username": "ci", "password_file": "git.token"}}));
+    let out = env.freshen(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("at /builds/app/source/git: http://git.example.com/app.git: credentials go over https only"));
+    let state_text = std::fs::read_to_string(env.state_path()).unwrap();
+    assert!(!state_text.contains(PASSWORD) && !String::from_utf8_lossy(&out.stderr).contains(PASSWORD), "the password never leaks");
     remove_labelled(&format!("freshen.test={}", env.prefix));
 }

@@ -28,7 +28,7 @@ fn sync_fetches_only_new_commits_and_the_cache_serves_files_paths_and_checkouts(
     git(&work, &["push", "-q", "origin", "main", "--tags"]);
     let url = format!("file://{}", bare.display());
     let cache = GitCache::beside(&dir.path().join("state.json"));
-    let sync = |url: &str, r: &str| cache.sync(url, &[format!("refs/heads/{r}")]).map(|mut m| m.pop_first().unwrap().1);
+    let sync = |url: &str, r: &str| cache.sync(url, &[format!("refs/heads/{r}")], None).map(|mut m| m.pop_first().unwrap().1);
     let first = sync(&url, "main").unwrap().unwrap();
     assert_eq!(first.commit, git(&work, &["rev-parse", "HEAD"]));
     assert!(first.fetched);
@@ -60,7 +60,7 @@ fn sync_fetches_only_new_commits_and_the_cache_serves_files_paths_and_checkouts(
     // Several refs of one repository: one listing, one fetch of the new commits; a missing ref fails alone.
     git(&work, &["push", "-q", "origin", "HEAD~1:refs/heads/other"]);
     let refs = ["refs/heads/main", "refs/heads/other", "refs/heads/nope"].map(String::from);
-    let all = cache.sync(&url, &refs).unwrap();
+    let all = cache.sync(&url, &refs, None).unwrap();
     assert_eq!(all["refs/heads/main"].as_ref().unwrap().commit, second.commit);
     assert_eq!(all["refs/heads/other"].as_ref().unwrap().commit, first.commit);
     assert!(!all["refs/heads/other"].as_ref().unwrap().fetched, "the commit was in the cache");

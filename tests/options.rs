@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use common::freshen_cmd;
 use serde_json::{json, Value};
 
-/// One row: a schema key (`options/…`, `builds/…`, `registries/…`) or a
+/// One row: a schema key (`options/…`, `builds/…`, `registries/…`, `git/…`) or a
 /// Dockerfile feature (`dockerfile/…`), the test showing its effect
 /// (`file.rs::function` under `tests/`), and text that test's file must hold
 /// (the key as the config spells it, or the Dockerfile syntax).
@@ -106,6 +106,16 @@ const ROWS: &[Row] = &[
         "git_hook.rs::a_signed_push_rebuilds_in_seconds_and_a_bad_signature_is_401_and_costs_no_git_request",
         "\"git_hook_secret_file\"",
     ),
+    row(
+        "git/username",
+        "git.rs::a_repository_over_http_with_basic_auth_uses_the_git_section_s_credentials_that_never_leak",
+        "\"username\"",
+    ),
+    row(
+        "git/password_file",
+        "git.rs::a_repository_over_http_with_basic_auth_uses_the_git_section_s_credentials_that_never_leak",
+        "\"password_file\"",
+    ),
     row("registries/insecure", "options_engine.rs::insecure_reaches_a_plain_http_registry_that_is_not_on_loopback", "\"insecure\""),
     row(
         "registries/ca_file",
@@ -152,6 +162,7 @@ fn schema_keys() -> Vec<String> {
     let sections = [
         ("options", &schema["properties"]["options"]["properties"]),
         ("registries", &schema["properties"]["registries"]["additionalProperties"]["properties"]),
+        ("git", &schema["properties"]["git"]["additionalProperties"]["properties"]),
         ("builds", &schema["$defs"]["build"]["properties"]),
     ];
     let mut keys = Vec::new();

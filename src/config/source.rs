@@ -18,6 +18,27 @@ pub struct GitSource {
     pub path: String,
     /// Folders or files inside the repository whose change rebuilds; empty: any new commit does.
     pub paths: Vec<String>,
+    /// The credentials of the URL's host from the config's `git` section (`https://`,
+    /// `http://`): sent when the server asks for them. `None`: the user's git credential helpers.
+    pub credential: Option<GitCredential>,
+}
+
+/// A git server's credentials (`git.<host>`): a username and the password or access
+/// token read from its `password_file`. Never printed: the password shows as `***`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitCredential {
+    /// The account's name (`x-access-token`, `oauth2` or a user, as the forge wants).
+    pub username: String,
+    /// The password or access token.
+    pub password: crate::credentials::Secret,
+}
+
+/// The host (with its port when given, without a user) that a `https://` or `http://`
+/// URL names, as the config's `git` section is keyed; `None` for other schemes.
+pub fn http_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    Some(authority.rsplit_once('@').map_or(authority, |(_, host)| host))
 }
 
 impl GitSource {
@@ -67,5 +88,6 @@ pub(super) fn resolve(raw: &Value, at: &str, v: &mut Vec<Violation>) -> Option<G
         git_ref: crate::git::full_ref(s["ref"].as_str().unwrap_or("main")),
         path: s["path"].as_str().unwrap_or_default().trim_matches('/').to_string(),
         paths: list("paths"),
+        credential: None,
     })
 }
