@@ -276,19 +276,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     check_duplicate_tags(&builds, &mut v);
     check_state_file(&options.state_file, path, &builds, raw["options"].get("state_file").is_some(), &mut v);
     let registries = resolve_registries(&raw["registries"], &base_dir, &mut v);
-    let git = resolve_git(&raw["git"], &base_dir, &mut v);
-    for (name, b) in &mut builds {
-        let Some(source) = b.source.as_mut() else { continue };
-        source.credential = source::http_host(&source.url).and_then(|host| git.get(host)).cloned();
-        let host = source::http_host(&source.url).unwrap_or_default();
-        if source.credential.is_some() && source.url.starts_with("http://") && !crate::reference::is_loopback_host(host) {
-            violation(
-                &mut v,
-                format!("/builds/{}/source/git", escape_pointer(name)),
-                format!("{}: credentials go over https only (or http to a loopback address); give the https:// URL", source.url),
-            );
-        }
-    }
+    source::attach_credentials(&raw["git"], &base_dir, &mut builds, &mut v);
     if !v.is_empty() {
         v.sort_by(|a: &Violation, b| a.pointer.cmp(&b.pointer));
         return Err(invalid(v));
@@ -411,25 +399,6 @@ pub(super) fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<S
 /// without its trailing newline, which editors and `echo` add.
 pub(super) fn read_secret(path: &Path, what: &'static str) -> Result<String, String> {
     read_text(path, MAX_PASSWORD_FILE_BYTES, what).map(|t| t.trim_end_matches(['\r', '\n']).to_string())
-}
-
-/// The config's `git` section: host → credentials, each `password_file` read now.
-fn resolve_git(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> BTreeMap<String, GitCredential> {
-    let mut out = BTreeMap::new();
-    for (host, r) in raw.as_object().into_iter().flatten() {
-        let (Some(username), Some(file)) = (r["username"].as_str(), r["password_file"].as_str()) else { continue };
-        match read_secret(&base_dir.join(file), "a password_file") {
-            Ok(p) => {
-                out.insert(host.clone(), GitCredential { username: username.to_string(), password: Secret::new(p) });
-            }
-            Err(e) => violation(
-                v,
-                format!("/git/{}/password_file", escape_pointer(host)),
-                format!("cannot read password_file: {e}; give a regular file holding only the password or access token"),
-            ),
-        }
-    }
-    out
 }
 
 fn resolve_registries(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> Registries {

@@ -3,7 +3,11 @@
 
 use serde_json::Value;
 
-use super::{violation, Violation};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{escape_pointer, read_secret, violation, Build, Violation};
+use crate::credentials::Secret;
 use crate::input::Input;
 
 /// A git source (`source`): where the build context comes from, and which of its changes count.
@@ -90,4 +94,42 @@ pub(super) fn resolve(raw: &Value, at: &str, v: &mut Vec<Violation>) -> Option<G
         paths: list("paths"),
         credential: None,
     })
+}
+
+/// Gives each git source the credentials of its host from the config's `git` section
+/// (`raw`), each `password_file` read now. A `password_file` that cannot be read, and
+/// credentials that would go over plain http to a host that is not loopback, are violations.
+pub(super) fn attach_credentials(raw: &Value, base_dir: &Path, builds: &mut BTreeMap<String, Build>, v: &mut Vec<Violation>) {
+    let git = resolve_git(raw, base_dir, v);
+    for (name, b) in builds.iter_mut() {
+        let Some(source) = b.source.as_mut() else { continue };
+        let host = http_host(&source.url).unwrap_or_default();
+        source.credential = git.get(host).cloned();
+        if source.credential.is_some() && source.url.starts_with("http://") && !crate::reference::is_loopback_host(host) {
+            violation(
+                v,
+                format!("/builds/{}/source/git", escape_pointer(name)),
+                format!("{}: credentials go over https only (or http to a loopback address); give the https:// URL", source.url),
+            );
+        }
+    }
+}
+
+/// The config's `git` section: host → credentials, each `password_file` read now.
+fn resolve_git(raw: &Value, base_dir: &Path, v: &mut Vec<Violation>) -> BTreeMap<String, GitCredential> {
+    let mut out = BTreeMap::new();
+    for (host, r) in raw.as_object().into_iter().flatten() {
+        let (Some(username), Some(file)) = (r["username"].as_str(), r["password_file"].as_str()) else { continue };
+        match read_secret(&base_dir.join(file), "a password_file") {
+            Ok(p) => {
+                out.insert(host.clone(), GitCredential { username: username.to_string(), password: Secret::new(p) });
+            }
+            Err(e) => violation(
+                v,
+                format!("/git/{}/password_file", escape_pointer(host)),
+                format!("cannot read password_file: {e}; give a regular file holding only the password or access token"),
+            ),
+        }
+    }
+    out
 }

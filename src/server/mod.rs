@@ -146,7 +146,6 @@ pub struct Peer(pub SocketAddr);
 /// A 401 [`Refusal`] when the header is missing, not `Bearer`, or the token differs.
 /// The log line says which, never the token sent.
 pub fn authorise(shared: &Shared, headers: &HeaderMap, peer: Peer, path: &str) -> Result<(), Refusal> {
-    use subtle::ConstantTimeEq;
     let expected = shared.keys.borrow().token.clone();
     let Some(expected) = expected else { return Ok(()) };
     let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -155,8 +154,7 @@ pub fn authorise(shared: &Shared, headers: &HeaderMap, peer: Peer, path: &str) -
         None if sent.is_none() => "no Authorization header",
         None => "the Authorization header is not Bearer",
         Some(t) => {
-            let digest = |b: &[u8]| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
-            if bool::from(digest(t.trim().as_bytes()).as_ref().ct_eq(digest(expected.expose().as_bytes()).as_ref())) {
+            if same_secret(t.trim().as_bytes(), expected.expose().as_bytes()) {
                 return Ok(());
             }
             "the token is wrong"
@@ -164,6 +162,14 @@ pub fn authorise(shared: &Shared, headers: &HeaderMap, peer: Peer, path: &str) -
     };
     tracing::warn!(event = "unauthorized", peer = %peer.0, path, reason, "request refused");
     Err(Refusal::new(StatusCode::UNAUTHORIZED, format!("{reason}: send Authorization: Bearer <the token in options.token_file>")))
+}
+
+/// True when `sent` equals `expected`, compared in constant time over their SHA-256
+/// digests (with `subtle`), so that neither a secret's bytes nor its length leak through timing.
+pub fn same_secret(sent: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let digest = |b: &[u8]| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
+    bool::from(digest(sent).as_ref().ct_eq(digest(expected).as_ref()))
 }
 
 /// Checks that the request's `Content-Type` is one of `allowed` (parameters such
