@@ -81,16 +81,12 @@ impl Checker<'_> {
         let mut out = BTreeMap::new();
         for s in self.project.builds.values().filter_map(|a| a.build.source.as_ref()) {
             let input = s.input();
-            let prior = state.inputs.get(&input);
-            match self.only.filter(|only| !only.contains(&input)) {
-                // Out of a trigger's scope: the last observation stands, or none.
-                Some(_) => {
-                    let seen = prior.cloned().ok_or(CheckError::NotChecked);
-                    out.insert(input, Check { old: prior.map(|p| p.digest.clone()), seen, deferred: true, replaces: None });
-                }
-                None => {
-                    refs.entry(&s.url).or_default().insert(&s.git_ref);
-                }
+            if self.only.is_some_and(|only| !only.contains(&input)) {
+                // Out of a trigger's scope: the last observation stands, or none (no I/O).
+                let (check, _) = self.check_one(&input, state.inputs.get(&input), false, state, now).await;
+                out.insert(input, check);
+            } else {
+                refs.entry(&s.url).or_default().insert(&s.git_ref);
             }
         }
         let checked: Vec<BTreeMap<Input, Check>> = stream::iter(refs)

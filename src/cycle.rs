@@ -154,7 +154,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
     // The git sources first: a new commit's Dockerfile may name another base, which
     // is then resolved and checked in this same cycle, not the next.
     let sources = checker(&input.project).check_sources(state, state::now_secs()).await;
-    let resolved = resolve_again(&input.project, &git);
+    let resolved = resolve_again(&input.project, &sources, &git);
     let project = resolved.as_ref().unwrap_or(&input.project);
     let redactor = project.redactor();
     // The registry checks and the engine's answers for the output tags do not depend on each other.
@@ -283,8 +283,16 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
 
 /// The project resolved again when a git source's check moved its cache to a commit
 /// whose Dockerfile differs ([`Project::with_sources_read`]); `None` when none did, or
-/// when the new Dockerfiles are refused (logged: `dockerfiles_refused`).
-fn resolve_again(project: &Project, git: &crate::git::GitCache) -> Option<Arc<Project>> {
+/// when the new Dockerfiles are refused (logged: `dockerfiles_refused`). The Dockerfiles
+/// are read again only when a check saw a commit other than the last one, or a
+/// git-sourced build does not resolve yet (its source was not fetched): otherwise the
+/// loop's refresh has read them at the commit the cache holds.
+fn resolve_again(project: &Project, sources: &BTreeMap<Input, Check>, git: &crate::git::GitCache) -> Option<Arc<Project>> {
+    let moved = sources.values().any(|c| c.seen.as_ref().is_ok_and(|o| c.old.as_deref() != Some(o.digest.as_str())));
+    let unresolved = project.builds.values().any(|a| a.build.source.is_some() && a.resolution.is_err());
+    if !moved && !unresolved {
+        return None;
+    }
     match project.with_sources_read(git)? {
         Ok(p) => {
             tracing::info!(event = "dockerfiles_changed", source = "git", "a git source's Dockerfile changed; builds resolved again");

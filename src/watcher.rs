@@ -286,11 +286,13 @@ struct Current {
     config: Config,
     project: Arc<Project>,
     registry: Arc<dyn Registry>,
+    /// The Dockerfile texts last refused (they made a dependency cycle): not resolved, nor logged, again.
+    refused: Option<crate::project::Texts>,
 }
 
 impl Current {
     fn new(s: Setup) -> Self {
-        Current { config: s.config, project: Arc::new(s.project), registry: s.registry }
+        Current { config: s.config, project: Arc::new(s.project), registry: s.registry, refused: None }
     }
 
     /// Reads the Dockerfiles again and, when one changed, resolves the project
@@ -299,7 +301,7 @@ impl Current {
     /// with an error log (`dockerfiles_refused`), and the last project runs.
     fn refresh(&mut self, platform: &str, status: &watch::Sender<Status>) {
         let texts = crate::project::read_dockerfiles(&self.config);
-        if texts == self.project.texts {
+        if texts == self.project.texts || self.refused.as_ref() == Some(&texts) {
             return;
         }
         match crate::project::analyse(&self.config, &texts, Some(platform)) {
@@ -309,7 +311,8 @@ impl Current {
                 self.publish(status);
             }
             Err(e) => {
-                tracing::error!(event = "dockerfiles_refused", error = %e, "a Dockerfile change was refused; the last resolution runs")
+                tracing::error!(event = "dockerfiles_refused", error = %e, "a Dockerfile change was refused; the last resolution runs");
+                self.refused = Some(texts);
             }
         }
     }

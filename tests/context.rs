@@ -186,3 +186,30 @@ fn the_config_edited_on_disk_is_reloaded_and_an_invalid_edit_is_refused() {
     assert!(child.wait().unwrap().success());
     remove_labelled(&format!("freshen.test={}", env.prefix));
 }
+
+#[test]
+fn a_dockerfile_edit_that_makes_a_dependency_cycle_is_refused_once_and_the_last_resolution_runs() {
+    if !engine_available() {
+        return;
+    }
+    let env = Env::new("ctxcycle");
+    env.push_base("base:1", "v1");
+    env.write("a/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("base:1")));
+    env.write("b/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("a:latest")));
+    let builds =
+        json!({"a": {"dockerfile": "a", "tags": [env.image("a:latest")]}, "b": {"dockerfile": "b", "tags": [env.image("b:latest")]}});
+    let config = env.config(json!({"interval": "1s", "log_format": "json"}), builds);
+    let log = env.dir.path().join("daemon.log");
+    let mut child = spawn_daemon(&config, &log);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(wait_event(&log, "build_finished", &[("build", "b"), ("status", "rebuilt")], Duration::from_secs(60)), "{}", text());
+    // a now builds on b, which builds on a: a cycle, refused while the last resolution goes on.
+    env.write("a/Dockerfile", &format!("FROM {}\nRUN true\n", env.image("b:latest")));
+    assert!(wait_event(&log, "dockerfiles_refused", &[], Duration::from_secs(30)), "{}", text());
+    let seen = count_events(&log, "cycle_finished", &[]);
+    assert!(cycles(&log, seen + 3), "{}", text());
+    assert_eq!(count_events(&log, "dockerfiles_refused", &[]), 1, "refused once, not every cycle:\n{}", text());
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success(), "{}", text());
+    remove_labelled(&format!("freshen.test={}", env.prefix));
+}
