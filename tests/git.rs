@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::git::{git, GitDaemon, GitHttp, Repo};
+use common::git::{env_with_repo, git, GitDaemon, GitHttp, Repo};
 use common::*;
 use serde_json::{json, Value};
 
@@ -81,9 +81,7 @@ fn a_repository_over_file_urls_rebuilds_on_new_commits_that_touch_its_paths() {
     if !engine_available() {
         return;
     }
-    let env = Env::new("gitfile");
-    env.push_base("base:1", "v1");
-    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let (env, repo) = env_with_repo("gitfile");
     new_commits_rebuild(&env, &repo, &format!("file://{}", repo.bare.display()), &|| None, Value::Null);
     remove_labelled(&format!("freshen.test={}", env.prefix));
 }
@@ -93,9 +91,7 @@ fn a_repository_served_by_git_daemon_costs_one_connection_a_cycle_and_an_unreach
     if !engine_available() {
         return;
     }
-    let env = Env::new("gitdaemon");
-    env.push_base("base:1", "v1");
-    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let (env, repo) = env_with_repo("gitdaemon");
     let daemon = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
     let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
     new_commits_rebuild(&env, &repo, &url, &|| Some(daemon.requests()), Value::Null);
@@ -141,9 +137,7 @@ fn tag_templates_name_the_image_after_the_branch_and_the_semver_tag_and_are_push
     if !engine_available() {
         return;
     }
-    let env = Env::new("gittags");
-    env.push_base("base:1", "v1");
-    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let (env, repo) = env_with_repo("gittags");
     git(&repo.work, &["-c", "user.name=t", "-c", "user.email=t@example.com", "tag", "-a", "v1.2.3", "-m", "release"]);
     git(&repo.work, &["push", "-q", "origin", "HEAD:refs/heads/Feature/Login", "v1.2.3"]);
     let url = format!("file://{}", repo.bare.display());
@@ -228,10 +222,8 @@ fn a_commit_that_changes_the_base_is_built_once_on_the_new_base_and_two_branches
     if !engine_available() {
         return;
     }
-    let env = Env::new("gitbase");
-    env.push_base("base:1", "v1");
+    let (env, repo) = env_with_repo("gitbase");
     env.push_base("other:1", "o1");
-    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
     git(&repo.work, &["push", "-q", "origin", "HEAD:refs/heads/stable"]);
     let daemon = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
     let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
@@ -274,9 +266,7 @@ fn in_the_daemon_a_base_push_and_a_commit_in_one_cycle_give_one_rebuild() {
     if !engine_available() {
         return;
     }
-    let env = Env::new("gitboth");
-    env.push_base("base:1", "v1");
-    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let (env, repo) = env_with_repo("gitboth");
     let url = format!("file://{}", repo.bare.display());
     let config = env.config(
         json!({"interval": "1h", "log_format": "json"}),
@@ -308,9 +298,7 @@ fn a_repository_over_http_with_basic_auth_uses_the_git_section_s_credentials_tha
         return;
     }
     const PASSWORD: &str = "http-token-0123456789";
-    let env = Env::new("githttp");
-    env.push_base("base:1", "v1");
-    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let (env, repo) = env_with_repo("githttp");
     let server = GitHttp::start(&env.dir.path().join("repos"), "ci", PASSWORD);
     let url = format!("http://{}/app.git", server.addr);
     env.write("git.token", &format!("{PASSWORD}\n"));

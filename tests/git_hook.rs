@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::git::{GitDaemon, Repo};
+use common::git::{env_with_repo, GitDaemon};
 use common::http::{request, Answer, Daemon, TOKEN};
 use common::*;
 use serde_json::json;
@@ -30,9 +30,7 @@ fn a_signed_push_rebuilds_in_seconds_and_a_bad_signature_is_401_and_costs_no_git
     if !engine_available() {
         return;
     }
-    let env = Env::new("githook");
-    env.push_base("base:1", "v1");
-    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    let (env, repo) = env_with_repo("githook");
     let server = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
     let url = format!("git://127.0.0.1:{}/app.git", server.port);
     let addr = format!("127.0.0.1:{}", free_port());

@@ -6,13 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_until};
+use super::{free_port, wait_until, Env};
 
 /// Runs `git args` in `dir`; panics with its stderr when it fails; returns its stdout, trimmed.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").current_dir(dir).args(args).output().unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A test's [`Env`] with `base:1` pushed (`v1`), and a [`Repo`] whose `svc/Dockerfile` builds on it.
+pub fn env_with_repo(name: &str) -> (Env, Repo) {
+    let env = Env::new(name);
+    env.push_base("base:1", "v1");
+    let repo = Repo::new(env.dir.path(), &env.image("base:1"));
+    (env, repo)
 }
 
 /// A bare repository `app.git` and a clone to commit from.
