@@ -20,7 +20,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::Semaphore;
 
 use crate::context::ContextDigests;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError, PoolEngine};
 use crate::error::CheckError;
 use crate::input::{Check, DigestSource, Input, Observation};
 use crate::project::Project;
@@ -32,8 +32,11 @@ use crate::state::{RegistryRecord, State};
 pub struct Checker<'a> {
     /// Tells which inputs to check, and which tags another build produces.
     pub project: &'a Project,
-    /// Answers for other builds' tags and for images no registry serves.
-    pub engine: &'a dyn Engine,
+    /// The engines that answer this cycle: the one that built another build's tag
+    /// answers for it; the first answers for images no registry serves.
+    pub engines: &'a [PoolEngine],
+    /// Each build → the engine that built its image (its record's `engine`).
+    pub built_on: &'a HashMap<String, String>,
     /// Answers for everything else.
     pub registry: &'a dyn Registry,
     /// Bounds the checks in flight to each registry, so none is flooded.
@@ -270,7 +273,8 @@ impl Checker<'_> {
     async fn check_image(&self, image: &ImageRef, prior: Option<&Observation>, now: u64) -> Result<Seen, CheckError> {
         let observation = |digest, source, platforms| observed(prior, digest, source, platforms, now);
         if let Some(build) = self.project.producer_of(image) {
-            return match self.engine.inspect(image.as_str()).await {
+            let engine = self.engine(Some(build)).map_err(CheckError::Engine)?;
+            return match engine.inspect(image.as_str()).await {
                 Ok(Some(info)) => Ok(Seen::new(observation(info.id, DigestSource::Build, BTreeMap::new()))),
                 Ok(None) => Err(CheckError::NotBuilt { build: build.to_string() }),
                 Err(e) => Err(CheckError::Engine(e)),
@@ -295,7 +299,8 @@ impl Checker<'_> {
         if prior.is_some_and(|p| p.source == DigestSource::Registry) {
             return Err(CheckError::Registry(registry_error));
         }
-        match self.engine.inspect(image.as_str()).await {
+        let Ok(engine) = self.engine(None) else { return Err(CheckError::Registry(registry_error)) };
+        match engine.inspect(image.as_str()).await {
             Ok(Some(info)) => {
                 tracing::debug!(event = "check_local", image = %image, error = %registry_error, "registry check failed; using the local image ID");
                 Ok(Seen::new(observation(info.id, DigestSource::Local, BTreeMap::new())))
@@ -303,6 +308,21 @@ impl Checker<'_> {
             Ok(None) => Err(CheckError::NoLocalImage { image: image.clone(), registry: registry_error }),
             Err(_) => Err(CheckError::Registry(registry_error)),
         }
+    }
+
+    /// The engine to ask about an image: the one that built build `built_by`'s
+    /// image (another engine may hold an older one under the same tag), else the first that answers.
+    ///
+    /// # Errors
+    /// [`EngineError::Unreachable`] when that engine, or every engine, does not answer this cycle.
+    fn engine(&self, built_by: Option<&str>) -> Result<&dyn Engine, EngineError> {
+        let found = match built_by.and_then(|b| self.built_on.get(b)) {
+            Some(n) => {
+                self.engines.iter().find(|e| &e.name == n).ok_or_else(|| format!("engine {n}, which built it, does not answer this cycle"))
+            }
+            None => self.engines.first().ok_or_else(|| "no engine of the pool answers this cycle".to_string()),
+        };
+        found.map(|e| e.engine.as_ref()).map_err(EngineError::Unreachable)
     }
 
     /// True when the manifest `digest` that the registry now serves for `image` is the

@@ -103,9 +103,12 @@ pub fn run(args: Args) -> i32 {
             println!("{}: valid, {} builds", config.path.display(), config.builds.len());
             EXIT_OK
         }
-        Some(Command::Plan) => {
-            output::print_plan(&project, config.path.parent().unwrap_or(std::path::Path::new("/")), args.format == Format::Json)
-        }
+        Some(Command::Plan) => output::print_plan(
+            &project,
+            config.path.parent().unwrap_or(std::path::Path::new("/")),
+            &config.options.engines,
+            args.format == Format::Json,
+        ),
         Some(Command::Graph) => {
             output::print_graph(&project, args.format == Format::Json);
             EXIT_OK
@@ -268,7 +271,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     if stale > 0 {
         tracing::info!(event = "stale_temp_files_removed", count = stale, "removed temporary state files a killed freshen left");
     }
-    let Started { engine, platform, setup } = match watcher::start(config, once, &cancel, Some(metrics.clone())).await {
+    let Started { pool, platform, setup } = match watcher::start(config, once, &cancel, Some(metrics.clone())).await {
         Ok(s) => s,
         Err(StartError::Engine(e)) if cancel.is_cancelled() => {
             tracing::info!(event = "stopped", error = %e, "stopped before the engine answered");
@@ -279,11 +282,13 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     let interval = humantime::format_duration(setup.config.options.interval);
     tracing::info!(event = "started", builds = setup.config.builds.len(), %interval, platform = %platform, "freshen started");
     if !mode.dry_run {
-        remove_stale_test_containers(engine.as_ref(), &setup.config.options.state_file).await;
+        for engine in pool.connected() {
+            remove_stale_test_containers(engine.as_ref(), &setup.config.options.state_file).await;
+        }
     }
     let config_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let path = path.to_path_buf();
-    let reload_platform = platform.clone();
+    let (reload_platform, reload_pool) = (platform.clone(), pool.clone());
     let server = setup.config.options.server.clone().filter(|_| !once);
     let (keys, keys_rx) = tokio::sync::watch::channel(server.as_ref().map(crate::server::Keys::of).unwrap_or_default());
     let listener = match &server {
@@ -303,6 +308,7 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
         tokio::sync::watch::channel::<std::sync::Arc<[crate::config::Notify]>>(setup.config.options.notify.clone().into());
     let reloader: Reloader = Box::new(move || {
         let new = Setup::load(&path, Some(&reload_platform), Some(observer.clone()))?;
+        watcher::check_pool(&new, &reload_pool, &reload_platform)?;
         let mut held = held.lock().expect("state lock holder");
         if new.config.options.state_file != held.0 {
             let lock = crate::state::lock(&new.config.options.state_file).map_err(|e| e.to_string())?;
@@ -324,11 +330,11 @@ async fn run_watcher(config: Config, path: &std::path::Path, mode: Mode, format:
     }
     let server_stop = CancellationToken::new();
     if let Some(listener) = listener {
-        let shared = crate::server::Shared::new(triggers.clone(), status.subscribe(), metrics.clone(), keys_rx, engine.clone());
+        let shared = crate::server::Shared::new(triggers.clone(), status.subscribe(), metrics.clone(), keys_rx, pool.clone());
         listeners.push(tokio::spawn(crate::server::serve(listener, std::sync::Arc::new(shared), server_stop.clone())));
     }
     let l = Loop {
-        engine,
+        pool,
         engine_platform: platform,
         mode: Mode { once, ..mode },
         triggers,

@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::buildlog::BuildLogs;
 use crate::check::Checker;
 use crate::config::Redactor;
-use crate::engine::{Builder, Engine};
-use crate::executor::{self, Outcome};
+use crate::engine::{Builder, Pool, PoolEngine, DEFAULT_ENGINE};
+use crate::executor::{self, Outcome, Slot};
 use crate::input::{Check, Input};
+use crate::placement;
 use crate::plan::{self, Compared, Decision, Existing, PlanInput};
 use crate::project::Project;
 use crate::rebuild::{labels_record, Rebuild};
@@ -30,13 +31,13 @@ use crate::state::{self, State, StateError};
 pub struct CycleInput {
     /// The resolved project: what to check and build.
     pub project: Arc<Project>,
-    /// Inspects, pulls and builds.
-    pub engine: Arc<dyn Engine>,
+    /// The engines that inspect, pull and build; each cycle asks which of them answer.
+    pub pool: Arc<Pool>,
     /// Checks registry digests.
     pub registry: Arc<dyn Registry>,
     /// Where state is saved.
     pub state_path: std::path::PathBuf,
-    /// Builds at once.
+    /// Builds at once, over all engines.
     pub parallelism: usize,
     /// Registry checks in flight at once per registry, and engine inspects of output tags at once.
     pub check_concurrency: usize,
@@ -62,7 +63,7 @@ pub struct CycleInput {
     pub settle: Duration,
     /// Under this many requests left, a registry's checks are spaced out.
     pub rate_limit_reserve: u64,
-    /// The engine's platform (`os/arch`), for builds without `platform`.
+    /// The platform (`os/arch`) of builds without `platform`: the pool's default ([`Pool::default_platform`]).
     pub engine_platform: String,
     /// The inputs to check, for a cycle that a trigger named them in; `None` checks
     /// every input. Inputs left out keep their last observation.
@@ -92,8 +93,14 @@ pub struct CycleReport {
     pub recheck_at: Option<u64>,
     /// Whatever prints this report passes its text through this, so secret build args never show.
     pub redactor: Redactor,
-    /// The builder each build runs with (its `builder` on this engine), reported beside its decision.
+    /// The builder each build runs with (its `builder` on its engine), reported beside its decision.
     pub builders: BTreeMap<String, Builder>,
+    /// The engine each build ran on this cycle; in a dry run, the one it would use ([`placement::predict`]).
+    pub engines: BTreeMap<String, String>,
+    /// Each build that lost its engine during this cycle and went to another → the engine it lost.
+    pub retried: BTreeMap<String, String>,
+    /// The engines of the pool that did not answer at the start of this cycle, left out of it.
+    pub engines_down: Vec<String>,
     /// The saved log of each build that ran (`logs/<build>/<time>.log`), named in the report.
     pub logs: BTreeMap<String, std::path::PathBuf>,
     /// Each build pushed this cycle → tag → the manifest digest the registry stored.
@@ -140,10 +147,14 @@ impl CycleReport {
 /// Runs one cycle over `state`, which it updates and (with `persist`) saves.
 pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
     let started = Instant::now();
+    let up = input.pool.up().await;
+    let engines_down: Vec<String> = input.pool.names().into_iter().filter(|n| !up.iter().any(|e| &e.name == n)).collect();
+    let built_on: HashMap<String, String> = state.builds.iter().filter_map(|(n, r)| Some((n.clone(), r.engine.clone()?))).collect();
     let git = crate::git::GitCache::beside(&input.state_path);
     let checker = |project| Checker {
         project,
-        engine: input.engine.as_ref(),
+        engines: &up,
+        built_on: &built_on,
         registry: input.registry.as_ref(),
         concurrency: input.check_concurrency,
         rate_limit_reserve: input.rate_limit_reserve,
@@ -157,9 +168,9 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
     let resolved = resolve_again(&input.project, &sources, &git);
     let project = resolved.as_ref().unwrap_or(&input.project);
     let redactor = project.redactor();
-    // The registry checks and the engine's answers for the output tags do not depend on each other.
+    // The registry checks and the engines' answers for the output tags do not depend on each other.
     let rest = checker(project);
-    let (checks, existing) = tokio::join!(rest.check_rest(state, state::now_secs(), sources), inspect_outputs(input));
+    let (checks, existing) = tokio::join!(rest.check_rest(state, state::now_secs(), sources), inspect_outputs(input, &up, &built_on));
     let rate_limits = checks.rate_limits.iter().map(|(r, rec)| (r.clone(), rec.remaining)).collect();
     log_checks(&checks.inputs, &redactor);
     let plan = plan::plan(&PlanInput {
@@ -187,19 +198,31 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             _ => tracing::warn!(event = "build_not_checked", build = %name, %reason, "not checked"),
         }
     }
+    let in_order = |p: &&str| plan.order.iter().any(|o| o == p);
+    let parents: HashMap<String, Vec<String>> =
+        plan.order.iter().map(|n| (n.clone(), project.graph.parents(n).into_iter().filter(in_order).map(String::from).collect())).collect();
+    let slots: Vec<Slot> = up.iter().map(|e| Slot { name: e.name.clone(), capacity: e.capacity }).collect();
+    // Push-only jobs run where their image is.
+    let push_only: BTreeMap<String, Option<String>> = plan
+        .order
+        .iter()
+        .filter(|n| matches!(plan.decisions[*n], Decision::PushPending))
+        .map(|n| (n.clone(), Some(built_on.get(n).map_or(DEFAULT_ENGINE, String::as_str).to_string())))
+        .collect();
+    let holds = holders(input, project, &plan, &up, &built_on).await;
+    let platforms: Vec<(String, Vec<String>)> = up.iter().map(|e| (e.name.clone(), e.platforms.clone())).collect();
+    let placements = placement::placements(project, &plan.order, &platforms, &input.engine_platform, &push_only, &holds);
+    let mut engines = placement::predict(&plan.order, &parents, &slots, &placements);
+    let mut retried = BTreeMap::new();
     let mut outcomes = BTreeMap::new();
     let mut logs = BTreeMap::new();
     let mut pushed = BTreeMap::new();
     let mut images = BTreeMap::new();
-    if !input.dry_run && !plan.order.is_empty() {
-        let in_order = |p: &&str| plan.order.iter().any(|o| o == p);
-        let parents: HashMap<String, Vec<String>> = plan
-            .order
-            .iter()
-            .map(|n| (n.clone(), project.graph.parents(n).into_iter().filter(in_order).map(String::from).collect()))
-            .collect();
-        let builder = Arc::new(Rebuild {
-            engine: input.engine.clone(),
+    let fallback = up.first().map(|e| (e.engine.clone(), e.name.clone())).or_else(|| input.pool.any_engine());
+    if let (false, false, Some((engine, engine_name))) = (input.dry_run, plan.order.is_empty(), fallback) {
+        let builder = Rebuild {
+            engine,
+            engine_name,
             registry: input.registry.clone(),
             push_timeout: input.push_timeout,
             project: project.clone(),
@@ -207,25 +230,26 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
             idle_timeout: input.build_idle_timeout,
             logs: BuildLogs::beside(&input.state_path, input.keep_logs),
             written: Default::default(),
+            placed: Arc::new(std::sync::Mutex::new(built_on.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
+            across: input.pool.names().len() > 1,
             state_path: input.state_path.clone(),
             keep_previous: input.keep_previous,
-        });
+        };
         let compared = Arc::new(plan.compared.clone());
         // Push-only jobs start from the stored record of the image they push.
-        let pending: Arc<BTreeMap<String, state::BuildRecord>> = Arc::new(
-            plan.order
-                .iter()
-                .filter(|n| matches!(plan.decisions[*n], Decision::PushPending))
-                .filter_map(|n| Some((n.clone(), state.builds.get(n)?.clone())))
-                .collect(),
-        );
-        let run = |name: String| {
-            let (builder, compared, pending) = (builder.clone(), compared.clone(), pending.clone());
+        let pending: Arc<BTreeMap<String, state::BuildRecord>> =
+            Arc::new(push_only.keys().filter_map(|n| Some((n.clone(), state.builds.get(n)?.clone()))).collect());
+        let run = |name: String, e: usize| {
+            let (builder, compared, pending) = (Arc::new(builder.on(up[e].engine.clone(), &up[e].name)), compared.clone(), pending.clone());
             async move {
-                match pending.get(&name) {
+                let r = match pending.get(&name) {
                     Some(record) => builder.push(&name, record.clone()).await,
                     None => builder.build(&name, &compared[&name]).await,
+                };
+                if matches!(&r, Ok(_) | Err(executor::Failure { value: Some(_), .. })) {
+                    builder.place(&name, &builder.engine_name);
                 }
+                r
             }
         };
         let mut built = Vec::new();
@@ -238,7 +262,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
                 if let Some(id) = &record.image_id {
                     images.insert(name.to_string(), id.clone());
                     if !pending.contains_key(name) {
-                        built.push((name.to_string(), id.clone()));
+                        built.push((name.to_string(), id.clone(), record.engine.clone()));
                     }
                 }
                 state.builds.insert(name.to_string(), record);
@@ -247,14 +271,22 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
                 }
             }
         };
-        outcomes = executor::execute(&plan.order, &parents, input.parallelism, &input.cancel, input.shutdown_grace, run, done).await;
+        let pool = executor::Pool { slots: &slots, placements: &placements, parallelism: input.parallelism };
+        let executed = executor::execute(&plan.order, &parents, pool, &input.cancel, input.shutdown_grace, run, done).await;
+        (outcomes, engines, retried) = (executed.outcomes, executed.engines, executed.retried);
         // Previous images are removed once every build of the cycle has ended: a classic
         // build that probes its cache while an image is removed can fail (moby 20.10).
-        for (name, id) in &built {
-            builder.clean(name, id).await;
+        for (name, id, on) in &built {
+            if let Some(e) = up.iter().find(|e| Some(&e.name) == on.as_ref()) {
+                builder.on(e.engine.clone(), &e.name).clean(name, id).await;
+            }
         }
         logs = builder.take_logs();
     }
+    let buildkit = |name: &String| {
+        let on = engines.get(name).and_then(|n| up.iter().find(|e| &e.name == n)).or(up.first());
+        on.is_none_or(|e| e.engine.has_buildkit())
+    };
     CycleReport {
         checks: checks.inputs,
         decisions: plan.decisions,
@@ -264,7 +296,10 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         seconds: started.elapsed().as_secs_f64(),
         recheck_at: plan.recheck_at,
         redactor,
-        builders: project.builds.iter().map(|(n, a)| (n.clone(), Builder::choose(a.build.builder, input.engine.has_buildkit()))).collect(),
+        builders: project.builds.iter().map(|(n, a)| (n.clone(), Builder::choose(a.build.builder, buildkit(n)))).collect(),
+        engines,
+        retried,
+        engines_down,
         logs,
         pushed,
         images,
@@ -279,6 +314,51 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         rate_limits,
         resolved,
     }
+}
+
+/// For each build of the plan that a pool of more than one engine may run, the
+/// engines that hold its base images at the digests the check saw (so it needs
+/// no pull there), and the engine that built it last (its cache is there).
+/// One engine inspect per base and engine, `check_concurrency` at a time.
+async fn holders(
+    input: &CycleInput,
+    project: &Project,
+    plan: &plan::Plan,
+    up: &[PoolEngine],
+    built_on: &HashMap<String, String>,
+) -> HashMap<String, Vec<usize>> {
+    let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+    if up.len() < 2 {
+        return out;
+    }
+    let mut asks = Vec::new();
+    for name in &plan.order {
+        if let Some(e) = built_on.get(name).and_then(|n| up.iter().position(|u| &u.name == n)) {
+            out.entry(name.clone()).or_default().push(e);
+        }
+        for (input, c) in plan.compared.get(name).into_iter().flatten() {
+            let (Input::Image(image), Ok(current)) = (input, &c.current) else { continue };
+            if project.producer_of(image).is_some() {
+                continue;
+            }
+            for e in 0..up.len() {
+                asks.push((name.clone(), e, image.clone(), current.digest.clone()));
+            }
+        }
+    }
+    let found: Vec<(String, usize)> = stream::iter(asks)
+        .map(|(name, e, image, digest)| async move {
+            let info = up[e].engine.inspect(image.as_str()).await.ok().flatten()?;
+            (info.id == digest || info.repo_digest_for(&image).as_deref() == Some(digest.as_str())).then_some((name, e))
+        })
+        .buffer_unordered(input.check_concurrency.max(1))
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    for (name, e) in found {
+        out.entry(name).or_default().push(e);
+    }
+    out
 }
 
 /// The project resolved again when a git source's check moved its cache to a commit
@@ -344,20 +424,34 @@ fn log_finished(name: &str, outcome: &Outcome, log: Option<&std::path::Path>, re
     }
 }
 
-/// What the engine has under each build's first tag, with labels re-seeded;
-/// inspected `check_concurrency` at a time.
-async fn inspect_outputs(input: &CycleInput) -> HashMap<String, Existing> {
+/// What the engines have under each build's first tag, with labels re-seeded;
+/// inspected `check_concurrency` at a time. A build is asked of the engine that
+/// built it; when that engine does not answer this cycle, its image is taken to
+/// exist (it is not rebuilt for that), with no labels. A build with no engine
+/// on record is asked of each engine that answers, in order, until one has it.
+async fn inspect_outputs(input: &CycleInput, up: &[PoolEngine], built_on: &HashMap<String, String>) -> HashMap<String, Existing> {
     let tags: Vec<(String, String)> =
         input.project.builds.iter().filter_map(|(name, a)| Some((name.clone(), a.build.tags.first()?.to_string()))).collect();
     stream::iter(tags)
         .map(|(name, tag)| async move {
-            let info = match input.engine.inspect(&tag).await {
-                Ok(i) => i,
-                Err(e) => {
-                    tracing::warn!(event = "inspect_failed", build = %name, error = %e, "cannot inspect output image");
-                    None
-                }
+            let asked: Vec<&PoolEngine> = match built_on.get(&name) {
+                Some(on) => match up.iter().find(|e| &e.name == on) {
+                    Some(e) => vec![e],
+                    None => return (name, Existing { exists: true, labels: None }),
+                },
+                None => up.iter().collect(),
             };
+            let mut info = None;
+            for e in asked {
+                match e.engine.inspect(&tag).await {
+                    Ok(Some(i)) => {
+                        info = Some(i);
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(event = "inspect_failed", build = %name, error = %e, "cannot inspect output image"),
+                }
+            }
             (name, Existing { exists: info.is_some(), labels: info.as_ref().and_then(labels_record) })
         })
         .buffer_unordered(input.check_concurrency.max(1))

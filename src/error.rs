@@ -296,9 +296,25 @@ pub enum BuildError {
     /// The build itself failed: the Dockerfile, the context or the engine.
     #[error("{0}")]
     Engine(#[source] EngineError),
+    /// No engine of the pool that builds for the build's platform answers this
+    /// cycle, or each one that did was lost during it.
+    #[error("no engine can run it: {0}")]
+    NoEngine(String),
 }
 
 impl BuildError {
+    /// True when the engine stopped answering during the build (an
+    /// [`EngineError::Unreachable`] from the build, a pull or an inspect): the
+    /// build may go to another engine of the pool.
+    pub fn engine_lost(&self) -> bool {
+        matches!(
+            self,
+            BuildError::Engine(EngineError::Unreachable(_))
+                | BuildError::Inspect { source: EngineError::Unreachable(_), .. }
+                | BuildError::Pull { source: EngineError::Unreachable(_), .. }
+        )
+    }
+
     /// The kind of failure, as reports name it: `pull_failed`, `parent_missing`,
     /// `push_failed`, `test_failed`, or an [`EngineError::kind`].
     pub fn kind(&self) -> &'static str {
@@ -309,6 +325,7 @@ impl BuildError {
             BuildError::Checkout(_) => "checkout_failed",
             BuildError::Push { .. } => "push_failed",
             BuildError::Test { .. } => "test_failed",
+            BuildError::NoEngine(_) => "no_engine",
             BuildError::Engine(e) => e.kind(),
         }
     }

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BuildError;
+pub use crate::placement::{Placement, Slot};
 
 /// How one build of the plan ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,35 +89,82 @@ impl<T> From<BuildError> for Failure<T> {
     }
 }
 
-/// A build's result and wall time, as its task returns them.
-type Finished<T> = (String, Result<T, Failure<T>>, f64);
+/// A build's result, wall time and the engine (slot index) it ran on, as its task returns them.
+type Finished<T> = (String, Result<T, Failure<T>>, f64, usize);
+
+/// Where a plan's builds may run, and how many at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool<'a> {
+    /// The engines, each with its capacity.
+    pub slots: &'a [Slot],
+    /// Each build's [`Placement`]; a build without one may run on any engine.
+    pub placements: &'a HashMap<String, Placement>,
+    /// Builds at once over all engines (`parallelism`).
+    pub parallelism: usize,
+}
+
+/// What [`execute`] did.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// The outcome of every build of the order.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// The engine each build that started ran on (the last one, for a retried build).
+    pub engines: BTreeMap<String, String>,
+    /// Each build retried on another engine → the engine it lost.
+    pub retried: BTreeMap<String, String>,
+}
+
+/// The engine a ready build goes to: among the engines allowed and not lost with
+/// a free slot, first one that built a parent of it this cycle (its image is there,
+/// no pull), then one it prefers (it holds its base), then the one with the most
+/// free slots (spreading the load), then the first listed. `None` when every such
+/// engine is busy. Engine choice never changes what is built: only where.
+fn choose(placement: &Placement, free: &[usize], parent_engines: &[usize]) -> Option<usize> {
+    placement
+        .allowed
+        .iter()
+        .copied()
+        .filter(|&e| free.get(e).is_some_and(|&n| n > 0))
+        .max_by_key(|&e| (parent_engines.contains(&e), placement.prefer.contains(&e), free[e], std::cmp::Reverse(e)))
+}
 
 /// Runs `order` (topologically sorted build names) with `parents` (each
-/// build's parents within `order`), calling `run` for each build.
+/// build's parents within `order`), calling `run` with each build and the index
+/// of the engine (in `pool.slots`) it goes to.
+///
+/// A build starts once its parents have succeeded and one of its engines has a
+/// free slot ([`choose`]), and at most `pool.parallelism` run at once. A build
+/// that fails because its engine stopped answering ([`BuildError::engine_lost`])
+/// marks that engine lost for the rest of the run and goes once more to another
+/// engine allowed for it; a build left with no engine fails with [`BuildError::NoEngine`].
 ///
 /// `run` returns what a successful build produced (`T`, its record) or its
 /// [`Failure`]. `done` is called once per build, as soon as its outcome is
 /// known, on the caller's task, with what `run` produced (a failed build's
-/// [`Failure::value`] too): there the caller records and logs it. Returns the outcome of every build in `order`.
+/// [`Failure::value`] too): there the caller records and logs it.
 pub async fn execute<T, F, Fut, D>(
     order: &[String],
     parents: &HashMap<String, Vec<String>>,
-    parallelism: usize,
+    pool: Pool<'_>,
     cancel: &CancellationToken,
     grace: Duration,
     run: F,
     mut done: D,
-) -> BTreeMap<String, Outcome>
+) -> Executed
 where
     T: Send + 'static,
-    F: Fn(String) -> Fut,
+    F: Fn(String, usize) -> Fut,
     Fut: Future<Output = Result<T, Failure<T>>> + Send + 'static,
     D: FnMut(&str, &Outcome, Option<T>),
 {
-    let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut executed = Executed::default();
     let mut running: JoinSet<Finished<T>> = JoinSet::new();
     let mut started: HashSet<String> = HashSet::new();
-    let parallelism = parallelism.max(1);
+    let mut ran_on: HashMap<String, usize> = HashMap::new();
+    let mut free: Vec<usize> = pool.slots.iter().map(|s| s.capacity.max(1)).collect();
+    let mut lost: HashSet<usize> = HashSet::new();
+    let every = Placement { allowed: (0..pool.slots.len()).collect(), prefer: Vec::new() };
+    let parallelism = pool.parallelism.max(1);
     let mut stop_deadline = None;
     let mut finish = |outcomes: &mut BTreeMap<String, Outcome>, name: String, outcome: Outcome, value: Option<T>| {
         done(&name, &outcome, value);
@@ -128,25 +176,40 @@ where
                 if running.len() >= parallelism {
                     break;
                 }
-                if started.contains(name) || outcomes.contains_key(name) {
+                if started.contains(name) || executed.outcomes.contains_key(name) {
                     continue;
                 }
                 let ps = parents.get(name).map(Vec::as_slice).unwrap_or_default();
-                if let Some(bad) = ps.iter().find(|p| matches!(outcomes.get(*p), Some(o) if !matches!(o, Outcome::Built { .. }))) {
+                if let Some(bad) = ps.iter().find(|p| matches!(executed.outcomes.get(*p), Some(o) if !matches!(o, Outcome::Built { .. }))) {
                     let skipped = Outcome::Skipped { parent: bad.clone() };
-                    finish(&mut outcomes, name.clone(), skipped, None);
+                    finish(&mut executed.outcomes, name.clone(), skipped, None);
                     continue;
                 }
-                if ps.iter().all(|p| matches!(outcomes.get(p), Some(Outcome::Built { .. }))) {
-                    started.insert(name.clone());
-                    let fut = run(name.clone());
-                    let name = name.clone();
-                    running.spawn(async move {
-                        let t = Instant::now();
-                        let r = fut.await;
-                        (name, r, t.elapsed().as_secs_f64())
-                    });
+                if !ps.iter().all(|p| matches!(executed.outcomes.get(p), Some(Outcome::Built { .. }))) {
+                    continue;
                 }
+                let placement = pool.placements.get(name).unwrap_or(&every);
+                let usable = |e: &usize| !lost.contains(e);
+                if !placement.allowed.iter().any(usable) {
+                    let why = no_engine(placement, pool.slots, &lost);
+                    let failed = Outcome::Failed { error: BuildError::NoEngine(why), seconds: 0.0 };
+                    finish(&mut executed.outcomes, name.clone(), failed, None);
+                    continue;
+                }
+                let parent_engines: Vec<usize> = ps.iter().filter_map(|p| ran_on.get(p).copied()).collect();
+                let open: Vec<usize> = free.iter().enumerate().map(|(e, &n)| if usable(&e) { n } else { 0 }).collect();
+                let Some(engine) = choose(placement, &open, &parent_engines) else { continue };
+                free[engine] -= 1;
+                started.insert(name.clone());
+                ran_on.insert(name.clone(), engine);
+                executed.engines.insert(name.clone(), pool.slots[engine].name.clone());
+                let fut = run(name.clone(), engine);
+                let name = name.clone();
+                running.spawn(async move {
+                    let t = Instant::now();
+                    let r = fut.await;
+                    (name, r, t.elapsed().as_secs_f64(), engine)
+                });
             }
         }
         if running.is_empty() {
@@ -170,32 +233,62 @@ where
             }
         };
         match joined {
-            Some(Ok((name, r, seconds))) => {
+            Some(Ok((name, r, seconds, engine))) => {
+                free[engine] += 1;
+                if let Err(Failure { error, .. }) = &r {
+                    let engine_name = &pool.slots[engine].name;
+                    if error.engine_lost() && !cancel.is_cancelled() {
+                        if lost.insert(engine) {
+                            tracing::error!(event = "engine_lost", engine = %engine_name, error = %error, "an engine stopped answering during a build; no more builds go to it this cycle");
+                        }
+                        if !executed.retried.contains_key(&name) {
+                            tracing::warn!(event = "build_retried", build = %name, engine = %engine_name, error = %error, "the build's engine was lost; it goes once more to another engine");
+                            executed.retried.insert(name.clone(), engine_name.clone());
+                            started.remove(&name);
+                            continue;
+                        }
+                    }
+                }
                 let (outcome, value) = match r {
                     Ok(v) => (Outcome::Built { seconds }, Some(v)),
                     Err(Failure { error, value }) => (Outcome::Failed { error, seconds }, value),
                 };
-                finish(&mut outcomes, name, outcome, value);
+                finish(&mut executed.outcomes, name, outcome, value);
             }
             Some(Err(e)) => tracing::error!(event = "build_task_failed", error = %e, "build task ended abnormally"),
             None => break,
         }
     }
     for name in order {
-        if !outcomes.contains_key(name) {
-            finish(&mut outcomes, name.clone(), Outcome::Cancelled, None);
+        if !executed.outcomes.contains_key(name) {
+            finish(&mut executed.outcomes, name.clone(), Outcome::Cancelled, None);
         }
     }
-    outcomes
+    executed
+}
+
+/// Why no engine can run a build with `placement`: none that builds for it answers, or those that did were lost.
+fn no_engine(placement: &Placement, slots: &[Slot], lost: &HashSet<usize>) -> String {
+    let lost: Vec<&str> = placement.allowed.iter().filter(|e| lost.contains(e)).map(|&e| slots[e].name.as_str()).collect();
+    match lost.is_empty() {
+        true => "no engine that builds for its platform answers this cycle".into(),
+        false => format!("the engines that build for its platform were lost during this cycle: {}", lost.join(", ")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::EngineError;
     use std::sync::{Arc, Mutex};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// One engine named `default` with `capacity` slots, and no placements.
+    fn one(capacity: usize) -> (Vec<Slot>, HashMap<String, Placement>) {
+        (vec![Slot { name: "default".into(), capacity }], HashMap::new())
     }
 
     #[tokio::test]
@@ -205,21 +298,24 @@ mod tests {
         let ran = Arc::new(Mutex::new(Vec::new()));
         let r = ran.clone();
         let mut seen = Vec::new();
-        let run = move |n: String| {
+        let run = move |n: String, _| {
             let r = r.clone();
             async move {
                 r.lock().unwrap().push(n.clone());
                 if n == "b" {
-                    Err(BuildError::Engine(crate::error::EngineError::Api("boom".into())).into())
+                    Err(BuildError::Engine(EngineError::Api("boom".into())).into())
                 } else {
                     Ok(n)
                 }
             }
         };
-        let out = execute(&order, &parents, 2, &CancellationToken::new(), Duration::from_secs(1), run, |n, o, v| {
+        let (slots, placements) = one(2);
+        let pool = Pool { slots: &slots, placements: &placements, parallelism: 2 };
+        let out = execute(&order, &parents, pool, &CancellationToken::new(), Duration::from_secs(1), run, |n, o, v| {
             seen.push((n.to_string(), o.status(), v))
         })
-        .await;
+        .await
+        .outcomes;
         assert!(seen.contains(&("a".into(), "rebuilt", Some("a".into()))), "done gets what a build produced");
         assert!(seen.contains(&("c".into(), "skipped", None)));
         assert_eq!(seen.len(), 4, "done is called once per build");
@@ -241,39 +337,100 @@ mod tests {
             c.cancel();
         });
         let (order, parents) = (s(&["stuck", "next"]), HashMap::new());
+        let (slots, placements) = one(1);
         let run = execute(
             &order,
             &parents,
-            1,
+            Pool { slots: &slots, placements: &placements, parallelism: 1 },
             &cancel,
             Duration::from_millis(100),
-            |_| std::future::pending::<Result<(), Failure<()>>>(),
+            |_, _| std::future::pending::<Result<(), Failure<()>>>(),
             |_, _, _| {},
         );
-        let out = tokio::time::timeout(Duration::from_secs(5), run).await.expect("returns once the grace period is over");
+        let out = tokio::time::timeout(Duration::from_secs(5), run).await.expect("returns once the grace period is over").outcomes;
         assert_eq!(out["stuck"], Outcome::Cancelled);
         assert_eq!(out["next"], Outcome::Cancelled);
     }
 
-    #[tokio::test]
-    async fn respects_parallelism() {
+    /// Runs five 30 ms builds on `slots` with `parallelism`; returns the most at once, overall and per engine.
+    async fn most_at_once(slots: &[Slot], parallelism: usize) -> (usize, Vec<usize>) {
         let order = s(&["a", "b", "c", "d", "e"]);
-        let live = Arc::new(Mutex::new((0usize, 0usize)));
+        let live = Arc::new(Mutex::new((0usize, 0usize, vec![0usize; slots.len()], vec![0usize; slots.len()])));
         let l = live.clone();
-        let run = move |_| {
+        let run = move |_, e: usize| {
             let l = l.clone();
             async move {
                 {
                     let mut g = l.lock().unwrap();
                     g.0 += 1;
                     g.1 = g.1.max(g.0);
+                    g.2[e] += 1;
+                    g.3[e] = g.3[e].max(g.2[e]);
                 }
                 tokio::time::sleep(Duration::from_millis(30)).await;
-                l.lock().unwrap().0 -= 1;
+                let mut g = l.lock().unwrap();
+                g.0 -= 1;
+                g.2[e] -= 1;
                 Ok(())
             }
         };
-        execute(&order, &HashMap::new(), 2, &CancellationToken::new(), Duration::from_secs(1), run, |_, _, _| {}).await;
-        assert_eq!(live.lock().unwrap().1, 2);
+        let pool = Pool { slots, placements: &HashMap::new(), parallelism };
+        execute(&order, &HashMap::new(), pool, &CancellationToken::new(), Duration::from_secs(1), run, |_, _, _| {}).await;
+        let g = live.lock().unwrap();
+        (g.1, g.3.clone())
+    }
+
+    #[tokio::test]
+    async fn respects_parallelism_and_each_engines_capacity() {
+        assert_eq!(most_at_once(&one(2).0, 2).await.0, 2);
+        let slots = vec![Slot { name: "a".into(), capacity: 1 }, Slot { name: "b".into(), capacity: 3 }];
+        assert_eq!(most_at_once(&slots, 8).await, (4, vec![1, 3]), "each engine's capacity");
+        assert_eq!(most_at_once(&slots, 2).await.0, 2, "parallelism bounds the total");
+    }
+
+    #[tokio::test]
+    async fn a_child_goes_to_its_parents_engine_and_a_lost_engine_costs_one_retry_elsewhere() {
+        let order = s(&["p", "c", "x"]);
+        let parents: HashMap<String, Vec<String>> = [("c".to_string(), s(&["p"]))].into();
+        let slots = vec![Slot { name: "a".into(), capacity: 2 }, Slot { name: "b".into(), capacity: 2 }];
+        // p prefers b (it holds its base); x may only run on a, which is lost under it.
+        let placements: HashMap<String, Placement> = [
+            ("p".to_string(), Placement { allowed: vec![0, 1], prefer: vec![1] }),
+            ("x".to_string(), Placement { allowed: vec![0, 1], prefer: vec![0] }),
+        ]
+        .into();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let at = attempts.clone();
+        let run = move |n: String, e: usize| {
+            let at = at.clone();
+            async move {
+                at.lock().unwrap().push((n.clone(), e));
+                if n == "x" && e == 0 {
+                    return Err(BuildError::Engine(EngineError::Unreachable("connection reset".into())).into());
+                }
+                Ok(())
+            }
+        };
+        let pool = Pool { slots: &slots, placements: &placements, parallelism: 4 };
+        let done = execute(&order, &parents, pool, &CancellationToken::new(), Duration::from_secs(1), run, |_, _, _| {}).await;
+        assert!(done.outcomes.values().all(|o| matches!(o, Outcome::Built { .. })), "{:?}", done.outcomes);
+        assert_eq!(done.engines["p"], "b", "the engine that holds its base");
+        assert_eq!(done.engines["c"], "b", "its parent's engine");
+        assert_eq!(done.engines["x"], "b", "retried on the other engine");
+        assert_eq!(done.retried["x"], "a");
+        assert_eq!(attempts.lock().unwrap().iter().filter(|(n, _)| n == "x").count(), 2, "one retry");
+    }
+
+    #[tokio::test]
+    async fn a_build_with_no_engine_left_fails_and_its_children_are_skipped() {
+        let order = s(&["p", "c"]);
+        let parents: HashMap<String, Vec<String>> = [("c".to_string(), s(&["p"]))].into();
+        let slots = vec![Slot { name: "a".into(), capacity: 1 }];
+        let placements: HashMap<String, Placement> = [("p".to_string(), Placement::default())].into();
+        let pool = Pool { slots: &slots, placements: &placements, parallelism: 1 };
+        let run = |_, _| async { Ok::<(), Failure<()>>(()) };
+        let out = execute(&order, &parents, pool, &CancellationToken::new(), Duration::from_secs(1), run, |_, _, _| {}).await.outcomes;
+        assert!(matches!(&out["p"], Outcome::Failed { error: BuildError::NoEngine(_), .. }), "{:?}", out["p"]);
+        assert_eq!(out["c"], Outcome::Skipped { parent: "p".into() });
     }
 }

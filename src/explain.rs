@@ -22,13 +22,13 @@ use crate::watcher::{load_state, start, StartError, Started};
 /// [`StartError`] when the engine cannot be reached or the config does not resolve.
 pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, StartError> {
     let cancel = CancellationToken::new();
-    let Started { engine, platform, setup } = start(config, true, &cancel, None).await?;
+    let Started { pool, platform, setup } = start(config, true, &cancel, None).await?;
     let opts = &setup.config.options;
     let mut state = load_state(&opts.state_file, false);
     let project = Arc::new(setup.project);
     let input = CycleInput {
         project: project.clone(),
-        engine,
+        pool,
         registry: setup.registry,
         state_path: opts.state_file.clone(),
         parallelism: 1,
@@ -80,6 +80,8 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
             "dockerfile": a.build.dockerfile.display().to_string(),
             "base": base,
             "builder": builder,
+            "engine": report.engines.get(build),
+            "built_on": record.and_then(|rec| rec.engine.clone()),
             "watched": watched,
             "pinned_images": pinned,
             "ignored_images": ignored,
@@ -93,6 +95,11 @@ pub async fn explain(config: Config, build: &str, json: bool) -> Result<bool, St
         println!("build {build} ({})", a.build.dockerfile.display());
         println!("  base: {}", base.as_deref().unwrap_or("scratch"));
         println!("  builder: {} (asked for: {})", builder.as_deref().unwrap_or("unknown"), a.build.builder);
+        match (report.engines.get(build), record.and_then(|rec| rec.engine.as_deref())) {
+            (Some(e), _) => println!("  engine: {e} (the one it would be built on now)"),
+            (None, Some(e)) => println!("  engine: built on {e} last"),
+            (None, None) => {}
+        }
         for (i, c) in &compared {
             println!("  watches {}", r.text(i));
             println!("    built from: {}", c.built_from.as_deref().unwrap_or("(no record)"));

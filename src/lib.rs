@@ -88,6 +88,7 @@ mod listen;
 pub mod metrics;
 mod notify;
 mod output;
+pub mod placement;
 pub mod plan;
 pub mod project;
 mod publish;

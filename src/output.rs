@@ -111,7 +111,8 @@ fn check_json(input: &Input, c: &Check, r: &Redactor) -> Value {
 }
 
 /// The JSON report of `--once --format json`: `checks`, `decisions`, `outcomes`,
-/// `builds` (one summary a build), `state_error`, `seconds` and `recheck_at`.
+/// `builds` (one summary a build, with the `engine` it ran on or would use), `state_error`,
+/// `seconds`, `recheck_at`, and `engines_down` (the engines left out of the cycle).
 pub fn report_json(report: &CycleReport) -> Value {
     let r = &report.redactor;
     let builds: Vec<Value> = report
@@ -121,6 +122,12 @@ pub fn report_json(report: &CycleReport) -> Value {
             let mut b = json!({"name": name, "status": build_status(report, name), "reason": decision_json(d, r)});
             if let Some(builder) = report.builders.get(name) {
                 b["builder"] = builder.to_string().into();
+            }
+            if let Some(engine) = report.engines.get(name) {
+                b["engine"] = engine.clone().into();
+            }
+            if let Some(lost) = report.retried.get(name) {
+                b["engine_lost"] = lost.clone().into();
             }
             let outcome = report.outcomes.get(name);
             if let Some(s) = outcome.and_then(Outcome::seconds) {
@@ -157,6 +164,9 @@ pub fn report_json(report: &CycleReport) -> Value {
     if let Some(at) = report.recheck_at {
         v["recheck_at"] = at.into();
     }
+    if !report.engines_down.is_empty() {
+        v["engines_down"] = json!(report.engines_down);
+    }
     v
 }
 
@@ -186,6 +196,12 @@ pub fn print_report(report: &CycleReport, json: bool) {
         let mut line = format!("{name}: {}", status.replace('_', " "));
         if let (Some(builder), true) = (report.builders.get(name), report.outcomes.contains_key(name)) {
             line.push_str(&format!(" with {builder}"));
+            if let Some(engine) = report.engines.get(name).filter(|e| *e != crate::placement::DEFAULT_ENGINE) {
+                line.push_str(&format!(" on {engine}"));
+            }
+            if let Some(lost) = report.retried.get(name) {
+                line.push_str(&format!(" (retried: engine {lost} was lost)"));
+            }
         }
         let outcome = report.outcomes.get(name);
         if let Some(s) = outcome.and_then(Outcome::seconds) {
@@ -214,8 +230,8 @@ pub fn print_report(report: &CycleReport, json: bool) {
 }
 
 /// Prints `freshen plan`; returns 1 when a build has an error, else 0.
-pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
-    let report = project::plan_report(project, config_dir);
+pub fn print_plan(project: &Project, config_dir: &Path, engines: &[crate::config::EngineSpec], json: bool) -> i32 {
+    let report = project::plan_report(project, config_dir, engines);
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("plan serialises"));
     } else {
@@ -237,6 +253,12 @@ pub fn print_plan(project: &Project, config_dir: &Path, json: bool) -> i32 {
                 }
             }
             println!("  tags: {}", crate::config::terminal_text(&b.tags.join(", ")));
+            if !engines.is_empty() && b.error.is_none() {
+                match &b.engine {
+                    Some(e) => println!("  engine: {e} (may run on {})", b.engines.join(", ")),
+                    None => println!("  engine: none builds for its platform"),
+                }
+            }
             match &b.source {
                 Some(source) => println!("  source: {}, its new commits rebuild", crate::config::terminal_text(source)),
                 None if b.error.is_none() => {

@@ -233,6 +233,12 @@ pub struct PlanEntry {
     /// The builder asked for (`auto`, `buildkit` or `classic`): `plan` does not
     /// ask the engine, so `auto` stays `auto` here; `explain` and the cycle report name the one used.
     pub builder: String,
+    /// The engines of `options.engines` that build for its platform (`default` without
+    /// `engines`): `plan` does not ask the engines, so one without `platforms` is taken to build for this host's platform.
+    pub engines: Vec<String>,
+    /// The engine it would use when the builds run one after another in `order`
+    /// ([`crate::placement::predict`]); the cycle's choice also weighs which engines answer and hold its base.
+    pub engine: Option<String>,
     /// The per-build error, if any.
     pub error: Option<String>,
 }
@@ -248,7 +254,8 @@ pub struct PlanReport {
 
 /// The offline view of `project` printed by `freshen plan`; Dockerfile paths
 /// are shown relative to `config_dir` when they lie under it.
-pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanReport {
+pub fn plan_report(project: &Project, config_dir: &std::path::Path, engines: &[crate::config::EngineSpec]) -> PlanReport {
+    let (allowed, predicted) = offline_placement(project, engines);
     let builds = project
         .builds
         .values()
@@ -275,12 +282,40 @@ pub fn plan_report(project: &Project, config_dir: &std::path::Path) -> PlanRepor
                 pinned_images: list(&mut a.pinned.iter()),
                 ignored_images: list(&mut a.ignored.iter()),
                 builder: a.build.builder.to_string(),
+                engines: allowed.get(&a.build.name).cloned().unwrap_or_default(),
+                engine: predicted.get(&a.build.name).cloned(),
                 error: a.resolution.as_ref().err().map(|e| redactor.redact(&e.to_string())),
             }
         })
         .collect();
     let order = project.graph.order().into_iter().filter(|n| project.builds[n].resolution.is_ok()).collect();
     PlanReport { builds, order }
+}
+
+/// For `plan`, without asking the engines: each build's engines that build for its
+/// platform, and the one it would use. An engine without `platforms` is taken to
+/// build for this host's platform; without `engines`, every build has the one `default` engine.
+fn offline_placement(
+    project: &Project,
+    engines: &[crate::config::EngineSpec],
+) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, String>) {
+    use crate::placement::{placements, predict, Slot};
+    let host = project.engine_platform.clone().unwrap_or_else(crate::dockerfile::host_platform);
+    let mut up: Vec<(String, Vec<String>)> =
+        engines.iter().map(|e| (e.name.clone(), if e.platforms.is_empty() { vec![host.clone()] } else { e.platforms.clone() })).collect();
+    if up.is_empty() {
+        up.push((crate::placement::DEFAULT_ENGINE.to_string(), vec![host.clone()]));
+    }
+    let default = up[0].1[0].clone();
+    let slots: Vec<Slot> = up
+        .iter()
+        .map(|(n, _)| Slot { name: n.clone(), capacity: engines.iter().find(|e| &e.name == n).map_or(1, |e| e.capacity) })
+        .collect();
+    let order: Vec<String> = project.graph.order().into_iter().filter(|n| project.builds[n].resolution.is_ok()).collect();
+    let parents = order.iter().map(|n| (n.clone(), project.graph.parents(n).into_iter().map(String::from).collect())).collect();
+    let placed = placements(project, &order, &up, &default, &BTreeMap::new(), &std::collections::HashMap::new());
+    let allowed = placed.iter().map(|(n, p)| (n.clone(), p.allowed.iter().map(|&e| up[e].0.clone()).collect())).collect();
+    (allowed, predict(&order, &parents, &slots, &placed))
 }
 
 /// `path` relative to `dir` when it lies under it (`.` for `dir` itself), else as it is.

@@ -56,8 +56,15 @@ pub struct Rebuild {
     pub idle_timeout: std::time::Duration,
     /// Where each build's log is saved, and how many are kept.
     pub logs: BuildLogs,
-    /// The log each build of the cycle wrote, for the report.
-    pub written: Mutex<BTreeMap<String, PathBuf>>,
+    /// The log each build of the cycle wrote, for the report; shared by the engines' copies.
+    pub written: Arc<Mutex<BTreeMap<String, PathBuf>>>,
+    /// The engine's name: recorded with each image it builds.
+    pub engine_name: String,
+    /// Each build → the engine that holds its newest image, updated as builds end; shared by the engines' copies.
+    pub placed: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Whether the pool has more than one engine: then a child built on another engine
+    /// than its parent's pulls the parent's image from the registry first.
+    pub across: bool,
     /// The state file's path: the value of [`LABEL_TEST`] on test gate containers.
     pub state_path: PathBuf,
     /// `keep_previous`: previous images of each build kept by [`Rebuild::clean`].
@@ -79,6 +86,31 @@ pub fn labels_record(info: &ImageInfo) -> Option<BTreeMap<Input, String>> {
 }
 
 impl Rebuild {
+    /// The same builds on `engine` instead: what the executor runs a build with
+    /// once it has chosen the engine. The logs and placements stay shared.
+    pub fn on(&self, engine: Arc<dyn Engine>, engine_name: &str) -> Rebuild {
+        Rebuild {
+            engine,
+            engine_name: engine_name.to_string(),
+            project: self.project.clone(),
+            registry: self.registry.clone(),
+            push_timeout: self.push_timeout,
+            timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
+            logs: self.logs.clone(),
+            written: self.written.clone(),
+            placed: self.placed.clone(),
+            across: self.across,
+            state_path: self.state_path.clone(),
+            keep_previous: self.keep_previous,
+        }
+    }
+
+    /// Notes that build `name`'s newest image is on `engine`.
+    pub fn place(&self, name: &str, engine: &str) {
+        self.placed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_string(), engine.to_string());
+    }
+
     /// The saved log of build `name` this cycle, when it has one.
     pub fn log_of(&self, name: &str) -> Option<PathBuf> {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
@@ -105,7 +137,8 @@ impl Rebuild {
         let b = &self.project.builds[name].build;
         let builder = Builder::choose(b.builder, self.engine.has_buildkit());
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-        let header = format!("# freshen {}: build {name} with the {builder} builder, started {now}\n", env!("CARGO_PKG_VERSION"));
+        let (version, engine) = (env!("CARGO_PKG_VERSION"), &self.engine_name);
+        let header = format!("# freshen {version}: build {name} with the {builder} builder on engine {engine}, started {now}\n");
         let log = self.logs.start(name, &header).unwrap_or_else(|e| {
             let folder = self.logs.folder(name);
             tracing::warn!(event = "build_log_failed", build = %name, path = %folder.display(), error = %e, "could not start the build log; building without one");
@@ -209,6 +242,7 @@ impl Rebuild {
             recorded_at: state::now_secs(),
             origin: Origin::Built,
             commit_tags: commit_tags.iter().map(ToString::to_string).collect(),
+            engine: Some(self.engine_name.clone()),
             ..Default::default()
         })
     }
@@ -309,8 +343,17 @@ impl Rebuild {
     async fn used_digest(&self, image: &ImageRef, current: Option<&Current>, pull_platform: Option<&str>) -> Result<String, BuildError> {
         let inspect = |e| BuildError::Inspect { image: image.clone(), source: e };
         let local = self.engine.inspect(image.as_str()).await.map_err(inspect)?;
-        if self.project.producer_of(image).is_some() {
-            return local.map(|i| i.id).ok_or_else(|| BuildError::ParentMissing { image: image.clone() });
+        if let Some(parent) = self.project.producer_of(image) {
+            let placed = self.placed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(parent).cloned();
+            if !self.across || placed.as_deref() == Some(self.engine_name.as_str()) {
+                return local.map(|i| i.id).ok_or_else(|| BuildError::ParentMissing { image: image.clone() });
+            }
+            // Built on another engine: this engine's copy of the tag, if any, is older. The
+            // parent has push (placement::check), so the registry has its newest image.
+            tracing::info!(event = "parent_pulled", image = %image, engine = %self.engine_name, from = %placed.as_deref().unwrap_or("an unknown engine"), "the parent was built on another engine; pulling it from the registry");
+            self.engine.pull(image, pull_platform).await.map_err(|e| BuildError::Pull { image: image.clone(), source: e })?;
+            let info = self.engine.inspect(image.as_str()).await.map_err(inspect)?;
+            return info.map(|i| i.id).ok_or_else(|| BuildError::ParentMissing { image: image.clone() });
         }
         let matches =
             |info: &ImageInfo, c: &Current| info.id == c.digest || info.repo_digest_for(image).as_deref() == Some(c.digest.as_str());

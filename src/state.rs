@@ -81,6 +81,11 @@ pub struct BuildRecord {
     /// from (`registry/app:0123abc`): given to the image beside the build's tags, and pushed with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commit_tags: Vec<String>,
+    /// The engine that built the image (`options.engines`' name, or `default`): its
+    /// tags are read from there, a push-only job runs there, and a child built on
+    /// another engine pulls it from the registry first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// The whole state file.

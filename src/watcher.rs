@@ -6,16 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::context::ContextDigests;
-use crate::credentials::Registries;
 use crate::cycle::{self, CycleInput, CycleReport};
-use crate::engine::{DockerEngine, Engine, EngineError};
+use crate::engine::{EngineError, Pool};
 use crate::metrics::Metrics;
 use crate::project::Project;
 use crate::registry::{HttpRegistry, Observer, Registry};
@@ -30,9 +28,6 @@ pub struct Mode {
     /// Check and plan; build nothing.
     pub dry_run: bool,
 }
-
-/// Longest wait between engine connection attempts in daemon mode.
-const MAX_ENGINE_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Loads state, or starts empty (builds are then re-seeded from image labels).
 ///
@@ -60,26 +55,6 @@ pub fn load_state(path: &std::path::Path, move_corrupt: bool) -> State {
     }
 }
 
-/// Connects to the engine. With `once`, the first failure is returned; otherwise
-/// it retries with exponential backoff (1 s doubling to 60 s, backon) until `cancel` fires.
-///
-/// # Errors
-/// [`EngineError::Unreachable`] in `once` mode, or when cancelled before connecting.
-pub async fn connect_engine(registries: &Registries, once: bool, cancel: &CancellationToken) -> Result<DockerEngine, EngineError> {
-    if once {
-        return DockerEngine::connect(registries.clone()).await;
-    }
-    let backoff =
-        ExponentialBuilder::default().with_min_delay(Duration::from_secs(1)).with_max_delay(MAX_ENGINE_BACKOFF).without_max_times();
-    let connect = (|| DockerEngine::connect(registries.clone())).retry(backoff).notify(|e, wait| {
-        tracing::error!(event = "engine_unreachable", error = %e, retry_in = %humantime::format_duration(wait), "Docker engine not answering; retrying");
-    });
-    tokio::select! {
-        r = connect => r,
-        _ = cancel.cancelled() => Err(EngineError::Unreachable("stopped before the engine answered".into())),
-    }
-}
-
 /// Why [`start`] could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -89,32 +64,42 @@ pub enum StartError {
     Config(String),
 }
 
-/// A connected engine, its platform, and the config resolved with that platform.
+/// The connected engines, their default platform, and the config resolved with that platform.
 pub struct Started {
-    /// The connected engine, shared by every cycle.
-    pub engine: Arc<dyn Engine>,
-    /// The engine's `os/arch`, or this host's when the engine does not say.
+    /// The engines, shared by every cycle.
+    pub pool: Arc<Pool>,
+    /// The platform of builds without `platform` ([`Pool::default_platform`]).
     pub platform: String,
     /// The config resolved with `platform` (for the automatic platform ARGs).
     pub setup: Setup,
 }
 
-/// Connects to the engine (see [`connect_engine`]), asks its platform once,
-/// and resolves `config` with it.
+/// Connects to the engines (see [`Pool::connect`]), resolves `config` with their
+/// default platform, and checks it against them ([`crate::placement::check`]).
 ///
 /// # Errors
-/// [`StartError::Engine`] when the engine cannot be reached, [`StartError::Config`]
-/// when the config does not resolve.
+/// [`StartError::Engine`] when no engine can be reached, [`StartError::Config`]
+/// when the config does not resolve, or a build's platform has no engine, or a
+/// parent that builds on other engines need lacks `push`.
 pub async fn start(
     config: Config,
     once: bool,
     cancel: &CancellationToken,
     observer: Option<Arc<dyn Observer>>,
 ) -> Result<Started, StartError> {
-    let engine: Arc<dyn Engine> = Arc::new(connect_engine(&config.registries, once, cancel).await.map_err(StartError::Engine)?);
-    let platform = engine.platform().await.unwrap_or_else(|_| crate::dockerfile::host_platform());
+    let pool = Arc::new(Pool::connect(&config.options, &config.registries, once, cancel).await.map_err(StartError::Engine)?);
+    let platform = pool.default_platform();
     let setup = Setup::from_config(config, Some(&platform), observer).map_err(StartError::Config)?;
-    Ok(Started { engine, platform, setup })
+    check_pool(&setup, &pool, &platform).map_err(StartError::Config)?;
+    Ok(Started { pool, platform, setup })
+}
+
+/// Checks `setup`'s builds against the engines of `pool` ([`crate::placement::check`]).
+///
+/// # Errors
+/// The problems, one per line, after the config's path.
+pub fn check_pool(setup: &Setup, pool: &Pool, platform: &str) -> Result<(), String> {
+    crate::placement::check(&setup.project, &pool.platforms(), platform).map_err(|e| format!("{}: {e}", setup.config.path.display()))
 }
 
 /// A config with its resolved project and registry client: what a reload replaces.
@@ -160,9 +145,9 @@ pub type Reloader = Box<dyn Fn() -> Result<Setup, String> + Send + Sync>;
 
 /// What the loop runs with, besides its setup.
 pub struct Loop {
-    /// The connected engine.
-    pub engine: Arc<dyn Engine>,
-    /// The engine's platform (`os/arch`).
+    /// The engines.
+    pub pool: Arc<Pool>,
+    /// The platform of builds without `platform` (`os/arch`).
     pub engine_platform: String,
     /// Once or daemon, dry run or not.
     pub mode: Mode,
@@ -198,7 +183,7 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
         let full = scope.is_none();
         let input = CycleInput {
             project: current.project.clone(),
-            engine: l.engine.clone(),
+            pool: l.pool.clone(),
             registry: current.registry.clone(),
             state_path: opts.state_file.clone(),
             parallelism: opts.parallelism,
@@ -263,6 +248,9 @@ pub async fn run(setup: Setup, l: Loop) -> Option<Arc<CycleReport>> {
                 l.status.send_modify(|s| s.phase = Phase::Reloading);
                 match loader() {
                     Ok(new) => {
+                        if new.config.options.engines != current.config.options.engines {
+                            tracing::warn!(event = "engines_unchanged", "options.engines changes take effect at the next start");
+                        }
                         let state_file = new.config.options.state_file.clone();
                         if state_file != current.config.options.state_file {
                             state = load_state(&state_file, true);

@@ -13,6 +13,7 @@ use common::fakes::{FakeEngine, FakeRegistry};
 use freshen::config::{Build, Config, LogFormat, Options};
 use freshen::cycle::{self, CycleInput, CycleReport};
 use freshen::dockerfile::WatchStages;
+use freshen::engine::Pool;
 use freshen::executor::Outcome;
 use freshen::input::Input;
 use freshen::plan::Decision;
@@ -88,6 +89,7 @@ impl World {
         let options = Options {
             interval: Duration::from_secs(300),
             parallelism: 2,
+            engines: Vec::new(),
             check_concurrency: 4,
             registry_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
@@ -144,7 +146,7 @@ impl World {
     async fn run(&self, rebuild_all: bool, dry_run: bool, settle: Duration, only: Option<BTreeSet<Input>>, persist: bool) -> CycleReport {
         let input = CycleInput {
             project: self.project.clone(),
-            engine: self.engine.clone(),
+            pool: Arc::new(Pool::single(self.engine.clone(), "linux/amd64".into(), 2)),
             registry: self.registry.clone(),
             state_path: self.state_path(),
             parallelism: 2,
@@ -393,7 +395,7 @@ async fn triggers_during_a_cycle_make_one_follow_up_that_checks_only_the_inputs_
     let (status, mut rx) = tokio::sync::watch::channel(Status::default());
     let setup = Setup { config: w.config.clone(), project: (*w.project).clone(), registry: w.registry.clone() };
     let l = Loop {
-        engine: w.engine.clone(),
+        pool: Arc::new(Pool::single(w.engine.clone(), "linux/amd64".into(), 2)),
         engine_platform: "linux/amd64".into(),
         mode: Mode::default(),
         triggers: triggers.clone(),

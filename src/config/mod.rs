@@ -5,6 +5,7 @@
 //! which names the file and a JSON pointer or line, and which the CLI turns into
 //! exit code 2.
 
+mod engines;
 mod notify;
 mod options;
 pub mod schema;
@@ -14,6 +15,7 @@ mod source;
 pub mod tag_template;
 mod test_gate;
 
+pub use engines::{serves, EngineHost, EngineSpec, EngineTls};
 pub use notify::{Event, Notify, Receiver};
 use options::{builder, resolve_options, watch_stages};
 pub use options::{BuilderChoice, LogFormat, Options};

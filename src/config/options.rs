@@ -53,8 +53,10 @@ pub const DEFAULT_CHECK_CONCURRENCY: usize = 64;
 pub struct Options {
     /// How long a change may wait before freshen polls for it (`options.interval`, default 5 minutes).
     pub interval: Duration,
-    /// Builds at once (default 1): bounds the load on the engine.
+    /// Builds at once (default 1): bounds the load on the engine, or on all the engines of a pool.
     pub parallelism: usize,
+    /// The engines builds are spread over (`engines`); empty means the one engine of `DOCKER_HOST`.
+    pub engines: Vec<super::engines::EngineSpec>,
     /// Registry checks in flight at once per registry (default 64), and engine inspects of
     /// output tags at once: fast cycles without flooding a registry.
     pub check_concurrency: usize,
@@ -194,6 +196,7 @@ pub(super) fn resolve_options(raw: &Value, path: &Path, v: &mut Vec<Violation>) 
     Options {
         interval: duration(raw, "interval", Duration::from_secs(300), v),
         parallelism: raw.get("parallelism").and_then(Value::as_u64).unwrap_or(1) as usize,
+        engines: super::engines::resolve(raw, base_dir, v),
         check_concurrency: raw.get("check_concurrency").and_then(Value::as_u64).unwrap_or(DEFAULT_CHECK_CONCURRENCY as u64) as usize,
         registry_timeout: duration(raw, "registry_timeout", Duration::from_secs(20), v),
         shutdown_grace: duration(raw, "shutdown_grace", Duration::from_secs(30), v),

@@ -15,6 +15,7 @@ use tokio_util::io::ReaderStream;
 
 use super::output::Output;
 use super::{container, context, BuildRequest, Builder, Engine, EngineError, ImageInfo, LabelledImage, TestRequest, TestResult};
+use crate::config::EngineHost;
 use crate::credentials::{self, Credential, Registries};
 use crate::reference::ImageRef;
 
@@ -26,6 +27,9 @@ fn session_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("freshen-{}-{nanos}-{n}", std::process::id())
 }
+
+/// bollard's request timeout, in seconds, as its `connect_with_defaults` sets it (`DEFAULT_TIMEOUT`).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// Whether the engine is reached over TLS, as the docker CLI decides: `DOCKER_TLS_VERIFY` set and not empty.
 pub(super) fn tls_verify() -> bool {
@@ -86,8 +90,50 @@ impl DockerEngine {
         } else {
             Docker::connect_with_defaults()
         };
-        let docker = docker.map_err(unreachable)?.negotiate_version().await.map_err(unreachable)?;
-        let version = docker.version().await.map_err(unreachable)?;
+        Self::negotiate(docker.map_err(unreachable)?, registries, unreachable).await
+    }
+
+    /// Connects to the engine at `host` (an entry of `options.engines`): a unix
+    /// socket, plain HTTP, or TLS with the entry's CA, client certificate and key.
+    /// Then negotiates as [`DockerEngine::connect`] does.
+    ///
+    /// # Errors
+    /// [`EngineError::Unreachable`] when the engine does not answer, its socket does
+    /// not exist, or the TLS files cannot be read, with the cause.
+    pub async fn connect_to(host: &EngineHost, registries: Registries) -> Result<Self, EngineError> {
+        let unreachable = |e: BollardError| EngineError::Unreachable(format!("{host}: {}", crate::error::chain(&e)));
+        let docker = match host {
+            EngineHost::Unix(path) => {
+                Docker::connect_with_unix(&path.to_string_lossy(), REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            }
+            EngineHost::Tcp { address, tls: Some(tls) } => {
+                // As in connect: rustls needs its crypto provider named.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    address,
+                    &tls.key_file,
+                    &tls.cert_file,
+                    &tls.ca_file,
+                    REQUEST_TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+            EngineHost::Tcp { address, tls: None } => {
+                Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            }
+        };
+        Self::negotiate(docker.map_err(unreachable)?, registries, unreachable).await
+    }
+
+    /// Negotiates the API version with the engine, and reads its platform and
+    /// whether it runs BuildKit from one `GET /version`.
+    async fn negotiate(
+        docker: Docker,
+        registries: Registries,
+        unreachable: impl Fn(BollardError) -> EngineError,
+    ) -> Result<Self, EngineError> {
+        let docker = docker.negotiate_version().await.map_err(&unreachable)?;
+        let version = docker.version().await.map_err(&unreachable)?;
         let api = version
             .api_version
             .as_deref()

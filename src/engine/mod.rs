@@ -8,6 +8,7 @@ pub mod context;
 mod docker;
 mod lines;
 mod output;
+mod pool;
 mod progress;
 mod session;
 
@@ -20,6 +21,7 @@ use crate::config::{BuilderChoice, Redactor};
 pub use crate::error::EngineError;
 use crate::reference::ImageRef;
 pub use docker::DockerEngine;
+pub use pool::{Pool, PoolEngine, ANSWER_TIMEOUT, DEFAULT_ENGINE};
 
 /// What freshen needs to know of a local image (Engine API: `GET /images/{name}/json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Secret;
-use crate::engine::Engine;
+use crate::engine::Pool;
 pub use crate::event::MAX_BODY_BYTES;
 use crate::metrics::Metrics;
 use crate::trigger::{Status, Triggers};
@@ -73,8 +73,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The bearer token and the git webhook secret, replaced on reload.
     pub keys: watch::Receiver<Keys>,
-    /// Asked by `/readyz` whether it answers.
-    pub engine: Arc<dyn Engine>,
+    /// Asked by `/readyz` whether one of its engines answers.
+    pub pool: Arc<Pool>,
     /// The engine's last answer to `/readyz` and when it came.
     pinged: Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
     /// The digest each watched image's last push event named, until a check sees it.
@@ -88,20 +88,20 @@ impl Shared {
         status: watch::Receiver<Status>,
         metrics: Arc<Metrics>,
         keys: watch::Receiver<Keys>,
-        engine: Arc<dyn Engine>,
+        pool: Arc<Pool>,
     ) -> Shared {
-        Shared { triggers, status, metrics, keys, engine, pinged: Mutex::new(None), expected: Mutex::default() }
+        Shared { triggers, status, metrics, keys, pool, pinged: Mutex::new(None), expected: Mutex::default() }
     }
 
-    /// Whether the engine answers, asked at most once per [`PING_REUSE`].
+    /// Whether an engine of the pool answers, asked at most once per [`PING_REUSE`].
     async fn engine_answers(&self) -> Result<(), String> {
         if let Some((at, answer)) = &*self.pinged.lock().expect("ping lock") {
             if at.elapsed() < PING_REUSE {
                 return answer.clone();
             }
         }
-        let answer = match tokio::time::timeout(PING_TIMEOUT, self.engine.ping()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
+        let answer = match tokio::time::timeout(PING_TIMEOUT, self.pool.answers()).await {
+            Ok(r) => r,
             Err(_) => Err(format!("the engine did not answer /_ping within {}", humantime::format_duration(PING_TIMEOUT))),
         };
         *self.pinged.lock().expect("ping lock") = Some((tokio::time::Instant::now(), answer.clone()));
