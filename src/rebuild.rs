@@ -228,7 +228,7 @@ impl Rebuild {
             images: built_from.keys().filter_map(Input::image).chain(&a.pinned).cloned().collect(),
             log: log.clone(),
         };
-        tracing::info!(event = "build_started", build = %name, "building");
+        tracing::info!(event = "build_started", build = %name, engine = %self.engine_name, "building");
         let id = self.engine.build(&request).await.map_err(BuildError::Engine)?;
         tracing::debug!(event = "image_built", build = %name, image = %id, "built");
         if let Some(gate) = &b.test {

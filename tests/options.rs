@@ -34,6 +34,11 @@ const ROWS: &[Row] = &[
     row("options/interval", "daemon.rs::the_daemon_runs_a_cycle_each_interval", "\"interval\""),
     row("options/parallelism", "options_engine.rs::parallelism_runs_independent_builds_at_once", "\"parallelism\""),
     row(
+        "options/engines",
+        "pool.rs::nine_builds_spread_over_three_engines_and_children_get_their_parents_from_the_registry",
+        "\"engines\"",
+    ),
+    row(
         "options/check_concurrency",
         "registry.rs::checks_run_check_concurrency_at_a_time_and_give_up_after_registry_timeout",
         "\"check_concurrency\"",

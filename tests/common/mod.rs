@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod engines;
 pub mod fake_engine;
 pub mod fakes;
 pub mod git;
