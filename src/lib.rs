@@ -15,6 +15,8 @@
 //!   what a check saw of it ([`input::Observation`]). A new kind of input is a variant here.
 //! - [`graph`]: the build graph: edges, cycles, descendants, topological order.
 //! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
+//! - [`placement`]: which engines of the pool may run each build (its platform, a push-only job's
+//!   engine), the config's rules against the pool, and the engine each build would use.
 //! - [`error`]: typed errors of the registry, the engine, checks and builds.
 //! - [`event`]: registry notifications, Docker Hub webhooks and `/v1/check` bodies → the watched inputs they name;
 //!   [`git_event`]: git forges' push events → the watched git sources they name.
@@ -27,7 +29,8 @@
 //! - [`registry`]: digest checks: HEAD, auth, retries ([`registry::Registry`]).
 //! - [`engine`]: inspect, pull, build with BuildKit or the classic builder, tag, push, run a test gate's
 //!   container, list and remove images ([`engine::Engine`], bollard); the build context's archive; build output as lines;
-//!   the BuildKit session that serves a build's secrets.
+//!   the BuildKit session that serves a build's secrets; the pool of engines ([`engine::Pool`]:
+//!   `options.engines` or `DOCKER_HOST`, asked each cycle which answer).
 //!   A new builder (BuildKit) goes here.
 //! - [`context`](mod@context): a build context's kept files (`.dockerignore`), walked once for the
 //!   engine's archive and for the content digest a check compares ([`context::ContextDigests`]).
@@ -43,7 +46,8 @@
 //!   `publish`: push its tags (and push-only jobs for a push that failed), remove its previous images;
 //!   `buildlog`: its saved log, `logs/<build>/<time>.log` beside the state file.
 //!   A new post-build step goes in one of these two.
-//! - [`executor`]: runs a plan's builds: ordering, parallelism, failure propagation.
+//! - [`executor`]: runs a plan's builds: ordering, parallelism, each engine's capacity, the engine
+//!   each ready build goes to, failure propagation, one retry of a build whose engine is lost.
 //! - [`cycle`]: one cycle: check → plan → execute; the one owner of state while it runs.
 //! - [`trigger`]: the loop's way in ([`trigger::Triggers`]: tick, reload, check these
 //!   inputs, shutdown) and way out ([`trigger::Status`] on a watch channel).

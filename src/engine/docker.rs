@@ -46,6 +46,8 @@ pub struct DockerEngine {
     platform: String,
     /// Per-registry credentials from the config, tried before the Docker CLI's.
     registries: Registries,
+    /// Where the engine answers (`unix://…`, `tcp://…`) and whether over TLS: freshen's own BuildKit session connects there.
+    address: (String, bool),
 }
 
 /// An engine error in freshen's terms: unreachable, or the engine's own words.
@@ -90,7 +92,8 @@ impl DockerEngine {
         } else {
             Docker::connect_with_defaults()
         };
-        Self::negotiate(docker.map_err(unreachable)?, registries, unreachable).await
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        Self::negotiate(docker.map_err(unreachable)?, registries, (host, tls), unreachable).await
     }
 
     /// Connects to the engine at `host` (an entry of `options.engines`): a unix
@@ -122,7 +125,11 @@ impl DockerEngine {
                 Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
             }
         };
-        Self::negotiate(docker.map_err(unreachable)?, registries, unreachable).await
+        let address = match host {
+            EngineHost::Unix(path) => (format!("unix://{}", path.display()), false),
+            EngineHost::Tcp { address, tls } => (format!("tcp://{address}"), tls.is_some()),
+        };
+        Self::negotiate(docker.map_err(unreachable)?, registries, address, unreachable).await
     }
 
     /// Negotiates the API version with the engine, and reads its platform and
@@ -130,6 +137,7 @@ impl DockerEngine {
     async fn negotiate(
         docker: Docker,
         registries: Registries,
+        address: (String, bool),
         unreachable: impl Fn(BollardError) -> EngineError,
     ) -> Result<Self, EngineError> {
         let docker = docker.negotiate_version().await.map_err(&unreachable)?;
@@ -141,7 +149,7 @@ impl DockerEngine {
             .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
         let buildkit = version.os.as_deref() == Some("linux") && api.is_some_and(|v| v >= (1, 39));
         let platform = format!("{}/{}", version.os.unwrap_or_else(|| "linux".into()), version.arch.unwrap_or_else(|| "amd64".into()));
-        Ok(DockerEngine { docker, buildkit, platform, registries })
+        Ok(DockerEngine { docker, buildkit, platform, registries, address })
     }
 }
 
@@ -285,7 +293,9 @@ impl Engine for DockerEngine {
         // Secrets need freshen's own session, opened before bollard's (see `session`); it lives
         // until this function returns, that is until the build's stream has ended or is dropped.
         let _session = match (&options.session, request.secrets.is_empty()) {
-            (Some(id), false) => Some(super::session::open(id, creds.clone(), request.secrets.clone()).await?),
+            (Some(id), false) => {
+                Some(super::session::open(id, (&self.address.0, self.address.1), creds.clone(), request.secrets.clone()).await?)
+            }
             _ => None,
         };
         let mut stream = self.docker.build_image(options, Some(creds), Some(body));

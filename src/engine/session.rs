@@ -126,30 +126,29 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Opens session `id` on the engine `DOCKER_HOST` names (as the docker CLI
-/// reads it: `unix://` or plain `tcp://`; default `unix:///var/run/docker.sock`)
-/// and serves `credentials` (by registry host) and `secrets` (by ID) on it
-/// until the [`Session`] is dropped.
+/// Opens session `id` on the engine at `host` (`unix://` or plain `tcp://`, as
+/// `DOCKER_HOST` writes it; `tls` when it is reached over TLS) and serves
+/// `credentials` (by registry host) and `secrets` (by ID) on it until the
+/// [`Session`] is dropped.
 ///
 /// # Errors
 /// [`EngineError::Unreachable`] when the engine cannot be reached;
-/// [`EngineError::Api`] when it refuses the upgrade, or `DOCKER_HOST` is an
+/// [`EngineError::Api`] when it refuses the upgrade, or `host` is an
 /// engine freshen cannot open a session to (TLS, ssh).
 pub async fn open(
     id: &str,
+    (host, tls): (&str, bool),
     credentials: HashMap<String, DockerCredentials>,
     secrets: BTreeMap<String, SecretValue>,
 ) -> Result<Session, EngineError> {
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let tls = super::docker::tls_verify();
     let unreachable = |e: std::io::Error| EngineError::Unreachable(format!("{host}: {e}"));
     let upgraded = match (host.split_once("://"), tls) {
         (Some(("unix", path)), _) => upgrade(tokio::net::UnixStream::connect(path).await.map_err(unreachable)?, id).await?,
         (Some(("tcp", addr)), false) => upgrade(tokio::net::TcpStream::connect(addr).await.map_err(unreachable)?, id).await?,
         _ => {
             return Err(EngineError::Api(format!(
-                "a build with secrets needs a BuildKit session, which freshen opens to an engine at unix:// or plain tcp:// only; DOCKER_HOST is {host}{}",
-                if tls { " with DOCKER_TLS_VERIFY" } else { "" }
+                "a build with secrets needs a BuildKit session, which freshen opens to an engine at unix:// or plain tcp:// only; the engine is {host}{}",
+                if tls { " over TLS" } else { "" }
             )))
         }
     };
