@@ -13,6 +13,8 @@ B6  build-context streaming: freshen --once's peak RSS while it sends a context 
     100,000 small files, and one of 2 GB, to the engine.
 B7  push → build start over 20 pushes: the registry's notifications to the daemon's
     /v1/hooks/registry, against polling every 10 s, in the same run.
+B8  the engine pool: B2's DAG (RUN sleep 3) on 1 engine and on 3, against
+    max(critical path, work / capacity); and a parent's trip through the registry (bench/pool.py).
 
 Run with bench/run.sh (it builds the release binary and starts what is needed).
 Writes BENCHMARKS.md. Every comparison runs in this one invocation.
@@ -226,28 +228,30 @@ def b1(workdir, reg, proxy, sizes, runs, results):
         results.setdefault("B1", {})[m] = row
 
 
+def dag_builds(d, root, tag_of, sleep):
+    """B2's DAG: 4, 4, 4 builds in three levels, each child on a parent of the level above
+    (shifted, so edges cross): with this shape max(critical path, sum / p) is a reachable
+    schedule, so any gap to it is the scheduler's own overhead. Each build `RUN sleep <sleep>`,
+    tagged `tag_of(name)`. Returns (builds, each build's parent or None)."""
+    parents = {f"{lvl}{i}": (None if up is None else f"{up}{(i + 1) % 4}") for lvl, up in (("a", None), ("b", "a"), ("c", "b")) for i in range(4)}
+    builds = {}
+    for name, parent in parents.items():
+        ctx = os.path.join(d, name)
+        os.makedirs(ctx, exist_ok=True)
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            # The echo makes every build's RUN distinct, so no build hits another's cache.
+            f.write(f"FROM {root if parent is None else tag_of(parent)}\nRUN sleep {sleep} && echo {name} > /built\n")
+        builds[name] = {"dockerfile": ctx, "tags": [tag_of(name)], "labels": {"freshen.bench": str(os.getpid())}}
+    return builds, parents
+
+
 def b2(workdir, reg, runs, results):
     d = os.path.join(workdir, "b2")
     os.makedirs(d, exist_ok=True)
     root = f"127.0.0.1:{reg.port}/bench/dag-root:1"
     busybox_base(workdir, root)
     sh("docker", "push", "-q", root)
-    # 4, 4, 4 builds in three levels, each child on a parent of the level above (shifted, so
-    # edges cross): with this shape max(critical path, sum / p) is a reachable schedule, so
-    # any gap to it is the scheduler's own overhead.
-    levels = {"a": (4, None), "b": (4, "a"), "c": (4, "b")}
-    builds = {}
-    for lvl, (n, parent) in levels.items():
-        for i in range(n):
-            name = f"{lvl}{i}"
-            base = root if parent is None else f"bench/dag-{parent}{(i + 1) % levels[parent][0]}:latest"
-            ctx = os.path.join(d, name)
-            os.makedirs(ctx, exist_ok=True)
-            with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-                # The echo makes every build's RUN distinct, so no build hits another's cache.
-                f.write(f"FROM {base}\nRUN sleep 1 && echo {name} > /built\n")
-            builds[name] = {"dockerfile": ctx, "tags": [f"bench/dag-{name}:latest"], "labels": {"freshen.bench": str(os.getpid())}}
-    parents = {n: (None if levels[n[0]][1] is None else f"{levels[n[0]][1]}{(int(n[1:]) + 1) % levels[levels[n[0]][1]][0]}") for n in builds}
+    builds, parents = dag_builds(d, root, lambda n: f"bench/dag-{n}:latest", 1)
     row = {}
     k = 0
     # Both builders in the same run, alternating per parallelism, so the engine's state is alike for each.
@@ -498,7 +502,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer sizes and runs, for a smoke test")
     ap.add_argument("--json", help="also write the raw results here")
-    ap.add_argument("--only", help="comma-separated benchmarks to run (B1,...,B7); prints only, BENCHMARKS.md is not written")
+    ap.add_argument("--only", help="comma-separated benchmarks to run (B1,...,B8); prints only, BENCHMARKS.md is not written")
     args = ap.parse_args()
     only = set(args.only.upper().split(",")) if args.only else None
     run = lambda b: only is None or b in only
@@ -522,6 +526,9 @@ def main():
                 b6(workdir, reg, results)
             if run("B7"):
                 b7(workdir, 5 if args.quick else 20, results)
+            if run("B8"):
+                from pool import b8
+                b8(workdir, reg, runs, results, FRESHEN, busybox_base, variant, median, dag_builds)
         finally:
             reg.stop()
             cleanup()
