@@ -113,9 +113,16 @@ fn nine_builds_spread_over_three_engines_and_children_get_their_parents_from_the
     }
     check_registry_images(&env, "v2");
     // The state file records where each image was built; the next run is fresh, asking each image of its engine.
+    let built = r;
     let out = env.freshen(&["--once", "--format", "json"]);
     let r = report(&out);
     assert!(r["builds"].as_array().unwrap().iter().all(|b| b["status"] == "fresh"), "{r}");
+    // explain names the engine that built it; with a new base, the engine it would be built on now.
+    let explain = |build: &str| -> Value { serde_json::from_slice(&env.freshen(&["explain", build, "--format", "json"]).stdout).unwrap() };
+    assert_eq!(explain("c1")["built_on"], build_of(&built, "c1")["engine"], "{built}");
+    env.push_base("base:1", "v3");
+    let e = explain("a2");
+    assert!(["first", "second", "third"].contains(&e["engine"].as_str().unwrap_or_default()), "{e}");
 
     // Config errors, exit 2, each saying what to do.
     let mut no_push = options.clone();
@@ -183,4 +190,59 @@ fn a_build_whose_engine_is_lost_goes_once_to_another_and_the_others_complete() {
         let image = env.image(&format!("{name}:latest"));
         assert_eq!(docker(&["run", "--rm", "--network", "none", &image, "cat", "/etc/name"]).trim(), name);
     }
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate in
+/// `dir` with openssl, as Docker's "Protect the Docker daemon socket" does; and a second CA that signed nothing.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &str| {
+        let out = std::process::Command::new("openssl").args(args.split(' ')).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for ca in ["ca", "other-ca"] {
+        run(&format!("req -x509 -newkey rsa:2048 -nodes -keyout {ca}-key.pem -out {ca}.pem -days 1 -subj /CN=freshen-test-{ca}"));
+    }
+    run("req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1");
+    run("x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 1 -extfile server.ext");
+    run("req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr -subj /CN=freshen");
+    run("x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile client.ext");
+}
+
+#[test]
+fn an_engine_over_tls_with_client_certificates_builds_and_one_with_an_unknown_ca_is_refused() {
+    if !engine_available() {
+        return;
+    }
+    let _one_at_a_time = ENGINES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let env = Env::new("pool-tls");
+    let tls = env.dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    make_certificates(&tls);
+    let port = common::free_port();
+    let t = |f: &str| tls.join(f).display().to_string();
+    let dir = tempfile::Builder::new().prefix("fe").tempdir_in("/tmp").unwrap();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let args =
+        ["-H", &tcp, "--tlsverify", "--tlscacert", &t("ca.pem"), "--tlscert", &t("server-cert.pem"), "--tlskey", &t("server-key.pem")];
+    let remote = ExtraEngine::start_with(dir, &args);
+    env.push_base("base:1", "v1");
+    env.write("app/Dockerfile", &format!("FROM {}\nRUN echo app > /etc/name\n", env.image("base:1")));
+    let builds = json!({"app": {"dockerfile": "app/Dockerfile", "tags": [env.image("app:latest")]}});
+    let engine = |ca: &str| json!([{"name": "remote", "host": tcp, "tls": {"ca_file": t(ca), "cert_file": t("cert.pem"), "key_file": t("key.pem")}}]);
+    env.config(json!({"engines": engine("ca.pem"), "builder": "classic"}), builds.clone());
+    let out = env.freshen(&["--once", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    assert_eq!(build_of(&r, "app")["status"], "rebuilt", "{r}");
+    assert_eq!(build_of(&r, "app")["engine"], "remote", "{r}");
+    assert!(remote.cli(&["image", "inspect", &env.image("app:latest")]).status.success(), "the image is on the engine reached over TLS");
+
+    // An engine whose certificate no configured CA signed does not answer: with it alone, --once exits 1 saying why.
+    env.config(json!({"engines": engine("other-ca.pem"), "builder": "classic"}), builds);
+    let out = env.freshen(&["--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("tcp://127.0.0.1:{port} (TLS)")) && err.to_lowercase().contains("certificate"), "{err}");
 }

@@ -25,12 +25,18 @@ pub struct ExtraEngine {
 impl ExtraEngine {
     /// Starts a dockerd and waits until it answers (at most 60 s).
     pub fn start() -> ExtraEngine {
-        let dir = tempfile::Builder::new().prefix("fe").tempdir_in("/tmp").unwrap();
+        ExtraEngine::start_with(tempfile::Builder::new().prefix("fe").tempdir_in("/tmp").unwrap(), &[])
+    }
+
+    /// Starts a dockerd in `dir` with `extra` arguments (another `-H`, TLS), and
+    /// waits until it answers on its unix socket (at most 60 s).
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> ExtraEngine {
         let d = dir.path();
         let log = std::fs::File::create(d.join("log")).unwrap();
         let child = Command::new("dockerd")
             .args(["--data-root", &p(&d.join("data")), "--exec-root", &p(&d.join("exec")), "--pidfile", &p(&d.join("pid"))])
             .args(["-H", &format!("unix://{}", p(&d.join("sock"))), "--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
