@@ -203,11 +203,11 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         plan.order.iter().map(|n| (n.clone(), project.graph.parents(n).into_iter().filter(in_order).map(String::from).collect())).collect();
     let slots: Vec<Slot> = up.iter().map(|e| Slot { name: e.name.clone(), capacity: e.capacity }).collect();
     // Push-only jobs run where their image is.
-    let push_only: BTreeMap<String, Option<String>> = plan
+    let push_only: BTreeMap<String, String> = plan
         .order
         .iter()
         .filter(|n| matches!(plan.decisions[*n], Decision::PushPending))
-        .map(|n| (n.clone(), Some(built_on.get(n).map_or(DEFAULT_ENGINE, String::as_str).to_string())))
+        .map(|n| (n.clone(), built_on.get(n).map_or(DEFAULT_ENGINE, String::as_str).to_string()))
         .collect();
     let holds = holders(input, project, &plan, &up, &built_on).await;
     let platforms: Vec<(String, Vec<String>)> = up.iter().map(|e| (e.name.clone(), e.platforms.clone())).collect();
@@ -240,7 +240,7 @@ pub async fn run(input: &CycleInput, state: &mut State) -> CycleReport {
         let pending: Arc<BTreeMap<String, state::BuildRecord>> =
             Arc::new(push_only.keys().filter_map(|n| Some((n.clone(), state.builds.get(n)?.clone()))).collect());
         let run = |name: String, e: usize| {
-            let (builder, compared, pending) = (Arc::new(builder.on(up[e].engine.clone(), &up[e].name)), compared.clone(), pending.clone());
+            let (builder, compared, pending) = (builder.on(up[e].engine.clone(), &up[e].name), compared.clone(), pending.clone());
             async move {
                 let r = match pending.get(&name) {
                     Some(record) => builder.push(&name, record.clone()).await,

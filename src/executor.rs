@@ -114,26 +114,12 @@ pub struct Executed {
     pub retried: BTreeMap<String, String>,
 }
 
-/// The engine a ready build goes to: among the engines allowed and not lost with
-/// a free slot, first one that built a parent of it this cycle (its image is there,
-/// no pull), then one it prefers (it holds its base), then the one with the most
-/// free slots (spreading the load), then the first listed. `None` when every such
-/// engine is busy. Engine choice never changes what is built: only where.
-fn choose(placement: &Placement, free: &[usize], parent_engines: &[usize]) -> Option<usize> {
-    placement
-        .allowed
-        .iter()
-        .copied()
-        .filter(|&e| free.get(e).is_some_and(|&n| n > 0))
-        .max_by_key(|&e| (parent_engines.contains(&e), placement.prefer.contains(&e), free[e], std::cmp::Reverse(e)))
-}
-
 /// Runs `order` (topologically sorted build names) with `parents` (each
 /// build's parents within `order`), calling `run` with each build and the index
 /// of the engine (in `pool.slots`) it goes to.
 ///
 /// A build starts once its parents have succeeded and one of its engines has a
-/// free slot ([`choose`]), and at most `pool.parallelism` run at once. A build
+/// free slot ([`crate::placement::choose`], the engine's free slots its room), and at most `pool.parallelism` run at once. A build
 /// that fails because its engine stopped answering ([`BuildError::engine_lost`])
 /// marks that engine lost for the rest of the run and goes once more to another
 /// engine allowed for it; a build left with no engine fails with [`BuildError::NoEngine`].
@@ -197,8 +183,8 @@ where
                     continue;
                 }
                 let parent_engines: Vec<usize> = ps.iter().filter_map(|p| ran_on.get(p).copied()).collect();
-                let open: Vec<usize> = free.iter().enumerate().map(|(e, &n)| if usable(&e) { n } else { 0 }).collect();
-                let Some(engine) = choose(placement, &open, &parent_engines) else { continue };
+                let room = |e: usize| (usable(&e) && free[e] > 0).then_some(free[e] as i64);
+                let Some(engine) = crate::placement::choose(placement, &parent_engines, room) else { continue };
                 free[engine] -= 1;
                 started.insert(name.clone());
                 ran_on.insert(name.clone(), engine);

@@ -16,7 +16,7 @@
 //! - [`graph`]: the build graph: edges, cycles, descendants, topological order.
 //! - [`plan`]: (project, checks, state) → a [`plan::Decision`] per build, and the order.
 //! - [`placement`]: which engines of the pool may run each build (its platform, a push-only job's
-//!   engine), the config's rules against the pool, and the engine each build would use.
+//!   engine), the config's rules against the pool, the one rule that picks a ready build's engine, and the engine each build would use.
 //! - [`error`]: typed errors of the registry, the engine, checks and builds.
 //! - [`event`]: registry notifications, Docker Hub webhooks and `/v1/check` bodies → the watched inputs they name;
 //!   [`git_event`]: git forges' push events → the watched git sources they name.

@@ -114,14 +114,14 @@ pub fn placements(
     order: &[String],
     up: &[(String, Vec<String>)],
     default: &str,
-    push_only: &BTreeMap<String, Option<String>>,
+    push_only: &BTreeMap<String, String>,
     holds: &HashMap<String, Vec<usize>>,
 ) -> HashMap<String, Placement> {
     order
         .iter()
         .map(|name| {
             let allowed: Vec<usize> = match push_only.get(name) {
-                Some(engine) => up.iter().position(|(n, _)| Some(n) == engine.as_ref()).into_iter().collect(),
+                Some(engine) => up.iter().position(|(n, _)| n == engine).into_iter().collect(),
                 None => {
                     let platform = platform_of(project, name, default);
                     (0..up.len()).filter(|&e| up[e].1.iter().any(|p| serves(p, platform))).collect()
@@ -133,29 +133,40 @@ pub fn placements(
         .collect()
 }
 
-/// The engine each build of `order` would use, as `plan` and `explain` say: the
-/// executor's choice ([`crate::executor`]) made as if the builds started one after
-/// another in `order`, each engine's load counted as the builds put on it. A
-/// build with no engine is left out.
+/// The engine a ready build with `placement` goes to, among its allowed engines
+/// that have `room` (`None`: no room for it now; more is better): first one that
+/// built a parent of it (`parent_engines`: its image is there, no pull), then one
+/// it prefers (it holds its base), then the one with the most room (spreading the
+/// load), then the first listed. `None` when no allowed engine has room. The one
+/// rule the executor dispatches by and [`predict`] follows; engine choice never
+/// changes what is built, only where.
+pub fn choose(placement: &Placement, parent_engines: &[usize], room: impl Fn(usize) -> Option<i64>) -> Option<usize> {
+    placement
+        .allowed
+        .iter()
+        .filter_map(|&e| Some((e, room(e)?)))
+        .max_by_key(|&(e, room)| (parent_engines.contains(&e), placement.prefer.contains(&e), room, std::cmp::Reverse(e)))
+        .map(|(e, _)| e)
+}
+
+/// The engine each build of `order` would use, as `plan` and `explain` say:
+/// [`choose`] as if the builds started one after another in `order`, an engine's
+/// room being how far it is from full (the builds put on it so far, for its
+/// capacity). A build with no engine is left out.
 pub fn predict(
     order: &[String],
     parents: &HashMap<String, Vec<String>>,
     slots: &[Slot],
     placements: &HashMap<String, Placement>,
 ) -> BTreeMap<String, String> {
-    let mut load = vec![0usize; slots.len()];
+    let mut load = vec![0i64; slots.len()];
     let mut on: HashMap<&str, usize> = HashMap::new();
     let mut out = BTreeMap::new();
     for name in order {
         let Some(p) = placements.get(name) else { continue };
         let parent_engines: Vec<usize> = parents.get(name).into_iter().flatten().filter_map(|q| on.get(q.as_str()).copied()).collect();
-        // The least loaded for its capacity first, as the executor takes the engine with the most free slots.
-        let fullness = |e: usize| load[e] * 1000 / slots[e].capacity.max(1);
-        let best =
-            p.allowed.iter().copied().max_by_key(|&e| {
-                (parent_engines.contains(&e), p.prefer.contains(&e), std::cmp::Reverse(fullness(e)), std::cmp::Reverse(e))
-            });
-        if let Some(e) = best {
+        let room = |e: usize| Some(-(load[e] * 1000 / slots[e].capacity.max(1) as i64));
+        if let Some(e) = choose(p, &parent_engines, room) {
             load[e] += 1;
             on.insert(name, e);
             out.insert(name.clone(), slots[e].name.clone());

@@ -41,6 +41,7 @@ pub const LABEL_TAG: &str = "io.freshen.tag";
 pub const LABEL_TEST: &str = "io.freshen.test";
 
 /// What every build of a cycle shares.
+#[derive(Clone)]
 pub struct Rebuild {
     /// Pulls, inspects and builds.
     pub engine: Arc<dyn Engine>,
@@ -89,21 +90,7 @@ impl Rebuild {
     /// The same builds on `engine` instead: what the executor runs a build with
     /// once it has chosen the engine. The logs and placements stay shared.
     pub fn on(&self, engine: Arc<dyn Engine>, engine_name: &str) -> Rebuild {
-        Rebuild {
-            engine,
-            engine_name: engine_name.to_string(),
-            project: self.project.clone(),
-            registry: self.registry.clone(),
-            push_timeout: self.push_timeout,
-            timeout: self.timeout,
-            idle_timeout: self.idle_timeout,
-            logs: self.logs.clone(),
-            written: self.written.clone(),
-            placed: self.placed.clone(),
-            across: self.across,
-            state_path: self.state_path.clone(),
-            keep_previous: self.keep_previous,
-        }
+        Rebuild { engine, engine_name: engine_name.to_string(), ..self.clone() }
     }
 
     /// Notes that build `name`'s newest image is on `engine`.
