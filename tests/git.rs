@@ -92,8 +92,7 @@ fn a_repository_served_by_git_daemon_costs_one_connection_a_cycle_and_an_unreach
         return;
     }
     let (env, repo) = env_with_repo("gitdaemon");
-    let daemon = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
-    let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let (daemon, url) = GitDaemon::serving(&env);
     new_commits_rebuild(&env, &repo, &url, &|| Some(daemon.requests()), Value::Null);
 
     // The server goes away: that build's check fails, alone; a local build goes on.
@@ -225,8 +224,7 @@ fn a_commit_that_changes_the_base_is_built_once_on_the_new_base_and_two_branches
     let (env, repo) = env_with_repo("gitbase");
     env.push_base("other:1", "o1");
     git(&repo.work, &["push", "-q", "origin", "HEAD:refs/heads/stable"]);
-    let daemon = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
-    let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let (daemon, url) = GitDaemon::serving(&env);
     let on = |r: &str| json!({"git": url, "ref": r, "path": "svc"});
     env.config(
         json!({}),

@@ -31,8 +31,7 @@ fn a_signed_push_rebuilds_in_seconds_and_a_bad_signature_is_401_and_costs_no_git
         return;
     }
     let (env, repo) = env_with_repo("githook");
-    let server = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
-    let url = format!("git://127.0.0.1:{}/app.git", server.port);
+    let (server, url) = GitDaemon::serving(&env);
     let addr = format!("127.0.0.1:{}", free_port());
     env.write("token", &format!("{TOKEN}\n"));
     env.write("git-hook.secret", &format!("{SECRET}\n"));

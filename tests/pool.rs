@@ -14,6 +14,16 @@ use serde_json::{json, Value};
 /// engine's `docker0` (made again at once), which a RUN step of the other test could meet.
 static ENGINES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The world of one pool test, `name`, with the pool tests' lock held; `None`
+/// (the test skips) when no engine answers outside CI.
+fn pool_env(name: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Env)> {
+    if !engine_available() {
+        return None;
+    }
+    let lock = ENGINES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Some((lock, Env::new(name)))
+}
+
 /// Each build's (name, parent): a 9-build DAG on `base`.
 const DAG: &[(&str, &str)] =
     &[("a1", "base"), ("a2", "base"), ("a3", "base"), ("d1", "base"), ("b1", "a1"), ("b2", "a1"), ("b3", "a2"), ("b4", "a3"), ("c1", "b1")];
@@ -63,11 +73,7 @@ fn engines_used(r: &Value) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn nine_builds_spread_over_three_engines_and_children_get_their_parents_from_the_registry() {
-    if !engine_available() {
-        return;
-    }
-    let _one_at_a_time = ENGINES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let env = Env::new("pool");
+    let Some((_one_at_a_time, env)) = pool_env("pool") else { return };
     let (e2, e3) = (ExtraEngine::start(), ExtraEngine::start());
     env.push_base("base:1", "v1");
     let builds = write_dag(&env, 1);
@@ -143,11 +149,7 @@ fn nine_builds_spread_over_three_engines_and_children_get_their_parents_from_the
 
 #[test]
 fn a_build_whose_engine_is_lost_goes_once_to_another_and_the_others_complete() {
-    if !engine_available() {
-        return;
-    }
-    let _one_at_a_time = ENGINES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let env = Env::new("pool-lost");
+    let Some((_one_at_a_time, env)) = pool_env("pool-lost") else { return };
     let e2 = ExtraEngine::start();
     env.push_base("base:1", "v1");
     let mut builds = json!({});
@@ -212,11 +214,7 @@ fn make_certificates(dir: &std::path::Path) {
 
 #[test]
 fn an_engine_over_tls_with_client_certificates_builds_and_one_with_an_unknown_ca_is_refused() {
-    if !engine_available() {
-        return;
-    }
-    let _one_at_a_time = ENGINES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let env = Env::new("pool-tls");
+    let Some((_one_at_a_time, env)) = pool_env("pool-tls") else { return };
     let tls = env.dir.path().join("tls");
     std::fs::create_dir_all(&tls).unwrap();
     make_certificates(&tls);

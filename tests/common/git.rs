@@ -78,6 +78,14 @@ impl GitDaemon {
         GitDaemon { child, port, log }
     }
 
+    /// `git daemon` serving `env`'s `repos/` folder (where [`Repo::new`] puts `app.git`),
+    /// logging to `git-daemon.log` there; and the `git://` URL of `app.git`.
+    pub fn serving(env: &Env) -> (GitDaemon, String) {
+        let daemon = GitDaemon::start(&env.dir.path().join("repos"), env.dir.path().join("git-daemon.log"));
+        let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+        (daemon, url)
+    }
+
     /// `upload-pack` requests served so far: one a connection.
     pub fn requests(&self) -> usize {
         std::fs::read_to_string(&self.log).unwrap_or_default().matches("Request upload-pack").count()
